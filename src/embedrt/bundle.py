@@ -1,0 +1,201 @@
+"""The on-disk bundle: the one contract between the export stage and the runtime.
+
+A bundle is a directory holding ONNX graphs, ``tokenizer.json`` and ``embedrt.json`` (the manifest).
+This module uses only the standard library so that both sides, and tools that merely inspect a
+bundle, can read it without any heavy dependency.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from embedrt.errors import BundleError
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "embedrt.json"
+TOKENIZER_NAME = "tokenizer.json"
+PRECISIONS = ("fp32", "int8", "fp16")
+
+
+class Pooling(str, Enum):
+    """How token embeddings become one sentence embedding."""
+
+    MEAN = "mean"
+    CLS = "cls"
+    MAX = "max"
+
+
+@dataclass(frozen=True)
+class Parity:
+    """Cosine similarity of a variant's embeddings to the PyTorch reference, over ``n`` sentences."""
+
+    min_cos: float
+    mean_cos: float
+    n: int
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One runnable graph of the model at one precision."""
+
+    file: str
+    sha256: str
+    fused_attention: bool
+    parity: Parity | None = None
+    # Free-form facts about how the variant was made (quantization recipe, fp16 flavour, ...).
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything the runtime needs to reproduce the sentence-transformers pipeline."""
+
+    source: str
+    dim: int
+    max_seq_length: int
+    pooling: Pooling
+    normalize: bool
+    variants: dict[str, Variant]
+    do_lower_case: bool = False
+    tokenizer: str = TOKENIZER_NAME
+    format_version: int = FORMAT_VERSION
+    architecture: dict[str, Any] = field(default_factory=dict)
+    engines: list[dict[str, Any]] = field(default_factory=list)
+    embedrt_version: str = ""
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["pooling"] = self.pooling.value
+        ordered = {"format_version": data.pop("format_version"), **data}
+        return json.dumps(ordered, indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = MANIFEST_NAME) -> Manifest:
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise BundleError(
+                f"{where}: format_version {version!r} is not supported by this embedrt "
+                f"(it reads version {FORMAT_VERSION}); re-export the bundle with this embedrt version "
+                "or install the embedrt version that wrote it"
+            )
+        try:
+            variants = {
+                name: Variant(
+                    file=v["file"],
+                    sha256=v["sha256"],
+                    fused_attention=bool(v.get("fused_attention", False)),
+                    parity=Parity(**v["parity"]) if v.get("parity") else None,
+                    recipe=dict(v.get("recipe") or {}),
+                )
+                for name, v in data["variants"].items()
+            }
+            return cls(
+                source=str(data["source"]),
+                dim=int(data["dim"]),
+                max_seq_length=int(data["max_seq_length"]),
+                pooling=Pooling(data["pooling"]),
+                normalize=bool(data["normalize"]),
+                variants=variants,
+                do_lower_case=bool(data.get("do_lower_case", False)),
+                tokenizer=str(data.get("tokenizer", TOKENIZER_NAME)),
+                format_version=version,
+                architecture=dict(data.get("architecture") or {}),
+                engines=list(data.get("engines") or []),
+                embedrt_version=str(data.get("embedrt_version", "")),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise BundleError(
+                f"{where} is malformed ({type(err).__name__}: {err}); re-export the bundle with `embedrt export`"
+            ) from err
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks so large graphs do not sit in memory twice."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Bundle:
+    """A bundle directory with its parsed manifest."""
+
+    def __init__(self, root: Path, manifest: Manifest) -> None:
+        self.root = root
+        self.manifest = manifest
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Bundle:
+        """Read and check a bundle's manifest; raise :class:`BundleError` saying what to do."""
+        root = Path(path)
+        if not root.exists():
+            raise BundleError(f"bundle {root} does not exist; create it with `embedrt export SOURCE -o {root}`")
+        if not root.is_dir():
+            raise BundleError(f"bundle {root} is not a directory; pass the directory `embedrt export` wrote")
+        manifest_path = root / MANIFEST_NAME
+        if not manifest_path.is_file():
+            raise BundleError(
+                f"{manifest_path} is missing: {root} is not an embedrt bundle; "
+                f"create one with `embedrt export SOURCE -o {root}`"
+            )
+        try:
+            data = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise BundleError(
+                f"{manifest_path} is not valid JSON ({err}); the bundle is corrupt, re-export it with "
+                "`embedrt export --force`"
+            ) from err
+        if not isinstance(data, dict):
+            raise BundleError(f"{manifest_path} is not a JSON object; re-export the bundle")
+        manifest = Manifest.from_dict(data, where=str(manifest_path))
+        if not manifest.variants:
+            raise BundleError(f"{manifest_path} lists no variants; re-export the bundle")
+        return cls(root, manifest)
+
+    @property
+    def tokenizer_path(self) -> Path:
+        path = self.root / self.manifest.tokenizer
+        if not path.is_file():
+            raise BundleError(f"{path} is missing from the bundle; re-export it with `embedrt export --force`")
+        return path
+
+    def variant(self, precision: str) -> Variant:
+        try:
+            return self.manifest.variants[precision]
+        except KeyError:
+            have = ", ".join(sorted(self.manifest.variants))
+            raise BundleError(
+                f"bundle {self.root} has no {precision!r} variant (it has: {have}); pick one of those or "
+                f"re-export with `--precision {precision}`"
+            ) from None
+
+    def variant_path(self, precision: str, verify: bool = True) -> Path:
+        """Path to a variant's graph, with its checksum verified against the manifest."""
+        variant = self.variant(precision)
+        path = self.root / variant.file
+        if not path.is_file():
+            raise BundleError(f"{path} is missing from the bundle; re-export it with `embedrt export --force`")
+        if verify:
+            actual = sha256_file(path)
+            if actual != variant.sha256:
+                raise BundleError(
+                    f"{path} has sha256 {actual[:12]}..., the manifest expects {variant.sha256[:12]}...: the "
+                    "file is corrupt or was replaced; re-export the bundle with `embedrt export --force`"
+                )
+        return path
+
+
+def write_manifest(root: Path, manifest: Manifest) -> Path:
+    """Write ``embedrt.json`` atomically (temporary file, then rename)."""
+    path = root / MANIFEST_NAME
+    tmp = root / (MANIFEST_NAME + ".tmp")
+    tmp.write_text(manifest.to_json(), encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,247 @@
+"""The ``embedrt`` command: parses arguments, calls the library, prints one-line errors.
+
+Heavy modules are imported inside each command so ``embedrt info`` or ``encode`` never load the
+export stack, and a missing extra is reported as one line naming the pip extra to install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from embedrt.errors import EmbedrtError, InputError
+
+PROG = "embedrt"
+
+
+def _precisions(value: str) -> tuple[str, ...]:
+    items = tuple(part.strip() for part in value.split(",") if part.strip())
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list such as fp32,int8")
+    return items
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {number}")
+    return number
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- export
+def _cmd_export(args: argparse.Namespace) -> int:
+    from embedrt.export.pipeline import ExportSettings, export_bundle
+
+    settings = ExportSettings(
+        precisions=args.precision,
+        max_seq_length=args.max_seq_length,
+        allow_unfused=args.allow_unfused,
+        fp32_min_cos=args.fp32_min_cos,
+        int8_mean_cos=args.int8_mean_cos,
+        force=args.force,
+    )
+    manifest = export_bundle(args.source, args.output, settings, progress=None if args.quiet else _say)
+    if not args.quiet:
+        for name, variant in manifest.variants.items():
+            parity = variant.parity
+            _say(f"  {name:5s} {variant.file:18s} min cos {parity.min_cos:.6f}  mean cos {parity.mean_cos:.6f}")
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a sentence-transformers model to a bundle (needs embedrt[export])",
+        description="Export a sentence-transformers model (a local directory or a hub id) to an embedrt bundle: "
+        "fused ONNX fp32, an int8 variant for CPU, each checked against PyTorch on built-in sentences.",
+    )
+    p.add_argument(
+        "source",
+        nargs="?",
+        default=None,
+        help="model directory or hub id (default: DMetaSoul/sbert-chinese-qmc-domain-v1)",
+    )
+    p.add_argument("-o", "--output", required=True, help="bundle directory to write")
+    p.add_argument(
+        "--precision",
+        type=_precisions,
+        default=("fp32", "int8"),
+        help="comma-separated variants to build (default: fp32,int8)",
+    )
+    p.add_argument("--max-seq-length", type=_positive_int, default=None, help="override the model's max_seq_length")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.add_argument("--allow-unfused", action="store_true", help="accept a graph whose attention did not fuse")
+    p.add_argument("--fp32-min-cos", type=float, default=0.99999, help="fp32 parity gate (default 0.99999)")
+    p.add_argument("--int8-mean-cos", type=float, default=0.99, help="int8 parity gate (default 0.99)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    p.set_defaults(func=_cmd_export)
+
+
+# ---------------------------------------------------------------------------------------------- encode
+def read_lines(path: str) -> list[str]:
+    """Texts of a UTF-8 file, one per line (``-`` reads standard input); errors name the line."""
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as err:
+        raise InputError(f"cannot read {path}: {err.strerror}") from err
+    texts = []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            texts.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise InputError(f"{path}:{number}: not valid UTF-8 ({err.reason}); convert the file to UTF-8") from err
+    return texts
+
+
+def write_npy_atomic(path: Path, array) -> None:
+    """Save ``array`` to ``path`` through a temporary file, so an interrupted run leaves no bad file."""
+    import numpy as np
+
+    if path.suffix != ".npy":
+        raise InputError(f"--output {path} must end in .npy")
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write {path}: {err.strerror}") from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _cmd_encode(args: argparse.Namespace) -> int:
+    from embedrt import Encoder
+
+    texts = list(args.text)
+    if args.input:
+        texts.extend(read_lines(args.input))
+    if not texts:
+        raise InputError("nothing to encode: give TEXT arguments or --input FILE")
+    encoder = Encoder.load(args.bundle, precision=args.precision, threads=args.threads)
+    show = args.input is not None and sys.stderr.isatty() and not args.quiet
+    embeddings = encoder.encode(texts, batch_size=args.batch_size, normalize=args.normalize, show_progress_bar=show)
+    if args.output:
+        write_npy_atomic(Path(args.output), embeddings)
+        if not args.quiet:
+            _say(f"wrote {embeddings.shape[0]} x {embeddings.shape[1]} {encoder.precision} embeddings to {args.output}")
+    else:
+        out = sys.stdout
+        for row in embeddings:
+            out.write(json.dumps([round(float(x), 7) for x in row]) + "\n")
+    return 0
+
+
+def _add_encode(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "encode",
+        help="embed texts with a bundle",
+        description="Embed TEXT arguments and/or the lines of --input; print JSON lines or write .npy.",
+    )
+    p.add_argument("bundle")
+    p.add_argument("text", nargs="*", help="texts to embed")
+    p.add_argument("--input", help="UTF-8 file with one text per line (- for stdin)")
+    p.add_argument("--output", help="write a float32 .npy array here instead of printing JSON lines")
+    p.add_argument("--precision", default="auto", help="auto, fp32 or int8 (default auto: int8 on CPU if present)")
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--threads", type=_positive_int, default=None, help="intra-op threads (default: all usable cores)")
+    norm = p.add_mutually_exclusive_group()
+    norm.add_argument("--normalize", dest="normalize", action="store_true", default=None, help="L2-normalize")
+    norm.add_argument("--no-normalize", dest="normalize", action="store_false", help="do not L2-normalize")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_cmd_encode)
+
+
+# ---------------------------------------------------------------------------------------------- info
+def _cmd_info(args: argparse.Namespace) -> int:
+    from embedrt.bundle import Bundle
+
+    bundle = Bundle.open(args.bundle)
+    manifest = bundle.manifest
+    if args.json:
+        print(manifest.to_json(), end="")
+        return 0
+    arch = manifest.architecture
+    print(f"bundle         {bundle.root}")
+    print(f"source         {manifest.source}")
+    if arch:
+        millions = arch.get("parameters", 0) / 1e6
+        print(
+            f"architecture   {arch.get('model_type')} {arch.get('num_layers')} layers x {arch.get('hidden_size')}, "
+            f"{arch.get('num_heads')} heads, vocab {arch.get('vocab_size')}, {millions:.1f}M params"
+        )
+    print(f"dim            {manifest.dim}")
+    print(f"max_seq_length {manifest.max_seq_length}")
+    print(f"pooling        {manifest.pooling.value}{' + normalize' if manifest.normalize else ''}")
+    print(f"format         {manifest.format_version} (embedrt {manifest.embedrt_version or '?'})")
+    print("variants")
+    for name, variant in manifest.variants.items():
+        path = bundle.root / variant.file
+        size = f"{path.stat().st_size / 1e6:7.1f} MB" if path.is_file() else "  MISSING"
+        parity = variant.parity
+        measured = (
+            f"parity min cos {parity.min_cos:.6f}, mean cos {parity.mean_cos:.6f} (n={parity.n})"
+            if parity
+            else "parity not measured"
+        )
+        fused = "fused attention" if variant.fused_attention else "unfused"
+        print(f"  {name:5s} {variant.file:20s} {size}  {fused}  {measured}")
+    for engine in manifest.engines:
+        print(f"engine         {engine.get('file')} ({engine.get('gpu', '?')}, TensorRT {engine.get('tensorrt', '?')})")
+    return 0
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="show a bundle's manifest, variants and measured parity")
+    p.add_argument("bundle")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.set_defaults(func=_cmd_info)
+
+
+# ---------------------------------------------------------------------------------------------- main
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_export, _add_encode, _add_info)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from embedrt import __version__
+
+    parser = argparse.ArgumentParser(prog=PROG, description="Fast, torch-free sentence embeddings from BERT bundles.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except EmbedrtError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `embedrt encode ... | head`: the reader left; not an error worth a traceback.
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Load the source model and read its pipeline into one typed description, at the boundary."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from embedrt.bundle import Pooling
+from embedrt.errors import ExportError, missing_extra
+
+DEFAULT_SOURCE = "DMetaSoul/sbert-chinese-qmc-domain-v1"
+#: sentence-transformers pooling modes and what embedrt calls them; other modes are refused.
+POOLING_MODES = {"mean": Pooling.MEAN, "cls": Pooling.CLS, "max": Pooling.MAX}
+SUPPORTED_MODEL_TYPES = ("bert",)
+
+
+@dataclass(frozen=True)
+class SourceModel:
+    """A loaded sentence-transformers model and the facts about it the bundle records."""
+
+    model: Any  # sentence_transformers.SentenceTransformer
+    source: str
+    pooling: Pooling
+    normalize: bool
+    max_seq_length: int
+    dim: int
+    do_lower_case: bool
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+
+    @property
+    def transformer(self) -> Any:
+        """The Hugging Face ``PreTrainedModel`` inside the first module."""
+        return self.model[0].auto_model
+
+    @property
+    def architecture(self) -> dict[str, Any]:
+        return {
+            "model_type": self.transformer.config.model_type,
+            "num_layers": self.num_layers,
+            "hidden_size": self.hidden_size,
+            "num_heads": self.num_heads,
+            "intermediate_size": self.transformer.config.intermediate_size,
+            "vocab_size": self.transformer.config.vocab_size,
+            "parameters": sum(p.numel() for p in self.transformer.parameters()),
+        }
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    parsed = urlparse(endpoint)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname or "huggingface.co", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_source(source: str) -> Path:
+    """A local model directory for ``source``: the directory itself, or a hub snapshot (cached or fetched)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+            raise ExportError(
+                f"{path} is not a sentence-transformers model directory (no modules.json or config.json); "
+                "pass the directory that SentenceTransformer.save() wrote"
+            )
+        return path
+    if path.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
+        raise ExportError(f"{source} is neither a model directory nor a hub id like 'owner/name'")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as err:
+        raise missing_extra("huggingface_hub", "export", "exporting a hub model") from err
+    try:
+        return Path(snapshot_download(source, local_files_only=True))
+    except Exception:  # not cached: fall through to the network, checked quickly first
+        pass
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
+        raise ExportError(
+            f"cannot download {source!r}: the model hub is not reachable from here; download the model "
+            "elsewhere (SentenceTransformer(id).save(dir)) and pass that local directory instead"
+        )
+    try:
+        return Path(snapshot_download(source))
+    except Exception as err:
+        raise ExportError(
+            f"downloading {source!r} failed ({str(err).splitlines()[0]}); check the id, or pass a local "
+            "sentence-transformers directory"
+        ) from err
+
+
+def _pooling_of(module: Any) -> Pooling:
+    mode = module.pooling_mode
+    if not isinstance(mode, str) or mode not in POOLING_MODES:
+        raise ExportError(f"pooling mode {mode!r} is not supported; embedrt supports: {', '.join(POOLING_MODES)}")
+    return POOLING_MODES[mode]
+
+
+def _quiet_transformers() -> None:
+    """Silence per-weight progress bars and load reports; the export prints its own progress."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def load_source(source: str, max_seq_length: int | None = None) -> SourceModel:
+    """Load a sentence-transformers model on the CPU with eager attention (what fuses in ONNX)."""
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as err:
+        raise missing_extra("sentence-transformers", "export", "embedrt export") from err
+    directory = resolve_source(source)
+    _quiet_transformers()
+    try:
+        model = SentenceTransformer(
+            str(directory), device="cpu", model_kwargs={"attn_implementation": "eager"}, local_files_only=True
+        )
+    except Exception as err:
+        raise ExportError(f"sentence-transformers could not load {directory}: {str(err).splitlines()[0]}") from err
+    model.eval()
+
+    names = [type(module).__name__ for module in model]
+    if not names or names[0] != "Transformer" or not hasattr(model[0], "auto_model"):
+        raise ExportError(f"{source}: expected a Transformer first module, found {names}")
+    pooling: Pooling | None = None
+    normalize = False
+    for module, name in zip(list(model)[1:], names[1:], strict=True):
+        if name == "Pooling":
+            pooling = _pooling_of(module)
+        elif name == "Normalize":
+            normalize = True
+        else:
+            raise ExportError(
+                f"{source}: module {name} is not supported (embedrt runs Transformer, Pooling, Normalize)"
+            )
+    if pooling is None:
+        raise ExportError(f"{source}: no Pooling module; embedrt needs one to make sentence embeddings")
+
+    config = model[0].auto_model.config
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise ExportError(
+            f"{source}: model type {config.model_type!r} is not supported (embedrt exports: "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)})"
+        )
+    if max_seq_length is not None:
+        if not 1 <= max_seq_length <= config.max_position_embeddings:
+            raise ExportError(
+                f"--max-seq-length {max_seq_length} is outside 1..{config.max_position_embeddings} "
+                "(the model's position embeddings)"
+            )
+        model.max_seq_length = max_seq_length
+    tokenizer = model.tokenizer
+    if not getattr(tokenizer, "is_fast", False):
+        raise ExportError(f"{source}: the tokenizer has no fast (Rust) version; embedrt needs tokenizer.json")
+    return SourceModel(
+        model=model,
+        source=source,
+        pooling=pooling,
+        normalize=normalize,
+        max_seq_length=int(model.max_seq_length),
+        dim=int(model.get_embedding_dimension()),
+        do_lower_case=bool(getattr(model[0], "do_lower_case", False)),
+        num_layers=int(config.num_hidden_layers),
+        hidden_size=int(config.hidden_size),
+        num_heads=int(config.num_attention_heads),
+    )

@@ -1,0 +1,170 @@
+"""``embedrt export``: source model -> fused ONNX -> variants -> parity-checked bundle, atomically."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from embedrt.bundle import MANIFEST_NAME, TOKENIZER_NAME, Manifest, Variant, sha256_file, write_manifest
+from embedrt.errors import ExportError
+from embedrt.export.load import DEFAULT_SOURCE, SourceModel, load_source
+from embedrt.export.onnx_export import export_transformer
+from embedrt.export.optimize import optimize_graph
+from embedrt.export.quantize import DEFAULT_INT8, Int8Recipe, quantize_int8
+from embedrt.export.sentences import PARITY_SENTENCES
+from embedrt.export.validate import check_parity, measure_parity, reference_embeddings
+
+log = logging.getLogger(__name__)
+
+EXPORTABLE = ("fp32", "int8")
+FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx"}
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """What to build and how strictly to check it."""
+
+    precisions: tuple[str, ...] = ("fp32", "int8")
+    max_seq_length: int | None = None
+    allow_unfused: bool = False
+    fp32_min_cos: float = 0.99999
+    int8_mean_cos: float = 0.99
+    int8_recipe: Int8Recipe = DEFAULT_INT8
+    force: bool = False
+    sentences: tuple[str, ...] = field(default=PARITY_SENTENCES)
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.precisions if p not in EXPORTABLE]
+        if unknown or not self.precisions:
+            raise ExportError(
+                f"cannot export precision {', '.join(unknown) or '(none)'}; choose from: {', '.join(EXPORTABLE)}"
+            )
+        if "fp32" not in self.precisions:
+            # Every other variant is derived from the fused fp32 graph, and it is the parity anchor.
+            object.__setattr__(self, "precisions", ("fp32", *self.precisions))
+
+
+def _prepare_destination(output: Path, force: bool) -> None:
+    if not output.exists():
+        return
+    if not force:
+        raise ExportError(f"{output} already exists; pass --force to replace it")
+    looks_like_bundle = output.is_dir() and ((output / MANIFEST_NAME).exists() or not any(output.iterdir()))
+    if not looks_like_bundle:
+        raise ExportError(f"{output} exists and is not an embedrt bundle; refusing to replace it even with --force")
+
+
+def _swap_into_place(staging: Path, output: Path) -> None:
+    """Rename the finished staging directory to ``output``, replacing an old bundle only at the end."""
+    if output.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+        os.replace(output, old / output.name)
+        os.replace(staging, output)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, output)
+
+
+def _save_tokenizer(source: SourceModel, path: Path) -> None:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(source.model.tokenizer.backend_tokenizer.to_str())
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=source.max_seq_length)
+    tokenizer.save(str(path))
+
+
+def export_bundle(
+    source: str | None,
+    output: str | os.PathLike[str],
+    settings: ExportSettings | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Manifest:
+    """Export ``source`` (a sentence-transformers directory or hub id) to a bundle at ``output``.
+
+    The bundle is built in a temporary directory next to ``output`` and renamed into place only
+    after every variant has passed its parity check, so a failure leaves nothing behind.
+    """
+    settings = settings or ExportSettings()
+    say = progress or log.info
+    output = Path(output).expanduser().resolve()
+    _prepare_destination(output, settings.force)
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+    say(f"loading {source or DEFAULT_SOURCE}")
+    model = load_source(source or DEFAULT_SOURCE, settings.max_seq_length)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        manifest = _build(model, staging, settings, say)
+        _swap_into_place(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    say(f"wrote {output}")
+    return manifest
+
+
+def _build(model: SourceModel, staging: Path, settings: ExportSettings, say: Callable[[str], None]) -> Manifest:
+    from embedrt import __version__
+
+    work = staging / ".work"
+    work.mkdir()
+    say("exporting the transformer to ONNX")
+    raw = export_transformer(model.transformer, work / "raw.onnx")
+    say("fusing attention, LayerNorm and GELU")
+    report = optimize_graph(
+        raw,
+        staging / FILES["fp32"],
+        num_heads=model.num_heads,
+        hidden_size=model.hidden_size,
+        num_layers=model.num_layers,
+        allow_unfused=settings.allow_unfused,
+    )
+    say("fused: " + ", ".join(f"{op} x{n}" for op, n in report.counts.items()))
+    recipes = {"fp32": {"fusion": report.counts}}
+    if "int8" in settings.precisions:
+        say(f"quantizing to int8 ({settings.int8_recipe.name})")
+        quantize_int8(staging / FILES["fp32"], staging / FILES["int8"], settings.int8_recipe)
+        recipes["int8"] = settings.int8_recipe.manifest_entry()
+    shutil.rmtree(work)
+    _save_tokenizer(model, staging / TOKENIZER_NAME)
+
+    variants = {
+        precision: Variant(
+            file=FILES[precision],
+            sha256=sha256_file(staging / FILES[precision]),
+            fused_attention=report.attention_fused,
+            recipe=recipes[precision],
+        )
+        for precision in settings.precisions
+    }
+    manifest = Manifest(
+        source=model.source,
+        dim=model.dim,
+        max_seq_length=model.max_seq_length,
+        pooling=model.pooling,
+        normalize=model.normalize,
+        do_lower_case=model.do_lower_case,
+        variants=variants,
+        architecture=model.architecture,
+        embedrt_version=__version__,
+    )
+    write_manifest(staging, manifest)  # provisional: the runtime reads it to measure parity
+
+    say(f"checking parity against PyTorch on {len(settings.sentences)} sentences")
+    reference = reference_embeddings(model.model, settings.sentences)
+    thresholds = {"fp32": (settings.fp32_min_cos, None), "int8": (None, settings.int8_mean_cos)}
+    measured = {}
+    for precision in settings.precisions:
+        parity = measure_parity(staging, precision, settings.sentences, reference)
+        say(f"{precision}: min cos {parity.min_cos:.6f}, mean cos {parity.mean_cos:.6f}")
+        check_parity(precision, parity, *thresholds[precision])
+        measured[precision] = replace(variants[precision], parity=parity)
+    manifest = replace(manifest, variants=measured)
+    write_manifest(staging, manifest)
+    return manifest

@@ -1,0 +1,1 @@
+"""The torch-free runtime: tokenizer, batching, engines, pooling and the :class:`Encoder`."""

@@ -1,0 +1,94 @@
+"""ONNX Runtime engine, with session options chosen on purpose rather than left to defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from embedrt.errors import BackendError, missing_extra
+
+#: Execution providers each embedrt device needs, in ONNX Runtime's names.
+DEVICE_PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+}
+
+
+def default_threads() -> int:
+    """Cores this process may run on (respects taskset/cgroup affinity, unlike ``os.cpu_count``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class OrtSettings:
+    """How a session uses the machine.
+
+    ``threads`` intra-op threads with one inter-op thread and sequential execution: a BERT graph is
+    a chain, so inter-op parallelism only adds threads that fight the intra-op pool. ``spin`` keeps
+    workers busy-waiting between ops (faster for back-to-back batches, burns CPU when idle).
+    """
+
+    threads: int
+    spin: bool = True
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise missing_extra("onnxruntime", "cpu", "running a bundle on the CPU") from err
+    return onnxruntime
+
+
+class OrtBackend:
+    """One ``InferenceSession`` for one graph on one device."""
+
+    def __init__(self, model_path: Path, device: str = "cpu", settings: OrtSettings | None = None) -> None:
+        ort = import_onnxruntime()
+        settings = settings or OrtSettings(threads=default_threads())
+        provider = DEVICE_PROVIDERS.get(device)
+        if provider is None:
+            raise BackendError(
+                f"device {device!r} is not an ONNX Runtime device here; use one of: {', '.join(DEVICE_PROVIDERS)}"
+            )
+        available = ort.get_available_providers()
+        if provider not in available:
+            raise BackendError(
+                f"ONNX Runtime has no {provider} (available: {', '.join(available)}); for device={device!r} "
+                "install the GPU build instead of the CPU one: "
+                'pip uninstall -y onnxruntime && pip install "embedrt[gpu]"'
+            )
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = settings.threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.spin else "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        try:
+            self._session = ort.InferenceSession(str(model_path), sess_options=options, providers=[provider])
+        except Exception as err:  # ORT raises its own exception types, not exported stably
+            raise BackendError(
+                f"ONNX Runtime could not load {model_path} ({str(err).splitlines()[0]}); the file may be "
+                "corrupt or from a newer exporter: re-export the bundle with `embedrt export --force`"
+            ) from err
+        self.name = f"onnxruntime-{device}"
+        self.input_names = tuple(node.name for node in self._session.get_inputs())
+        self._output_name = self._session.get_outputs()[0].name
+        self.settings = settings
+
+    def run(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        feed = {name: batch[name] for name in self.input_names}
+        try:
+            (hidden,) = self._session.run([self._output_name], feed)
+        except Exception as err:
+            raise BackendError(f"ONNX Runtime failed on a batch of shape {feed['input_ids'].shape}: {err}") from err
+        return hidden

@@ -1,0 +1,166 @@
+"""The public runtime entry point: ``Encoder.load(bundle).encode(texts)``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tokenizers import Encoding
+
+from embedrt.bundle import PRECISIONS, Bundle, Manifest
+from embedrt.errors import BundleError, InputError, InputTypeError
+from embedrt.runtime.backends.base import Backend
+from embedrt.runtime.backends.ort import OrtBackend, OrtSettings, default_threads
+from embedrt.runtime.batching import pad_batch, plan_batches
+from embedrt.runtime.pooling import l2_normalize, pool
+from embedrt.runtime.tokenizer import TextTokenizer
+
+DEVICES = ("cpu", "cuda")
+#: What ``precision="auto"`` picks per device, best first.
+AUTO_PRECISION = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32")}
+
+
+def validate_texts(texts: str | Iterable[str]) -> list[str]:
+    """The caller's texts as a list of ``str``; a non-string item raises naming its index."""
+    if isinstance(texts, str):
+        return [texts]
+    if isinstance(texts, (bytes, dict)) or not isinstance(texts, Iterable):
+        raise InputTypeError(f"texts must be a string or a list of strings, got {type(texts).__name__}")
+    items = list(texts)
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise InputTypeError(f"texts[{index}] is {type(item).__name__}, expected str")
+    return items
+
+
+def resolve_precision(bundle: Bundle, precision: str, device: str) -> str:
+    if precision == "auto":
+        for candidate in AUTO_PRECISION.get(device, ("fp32",)):
+            if candidate in bundle.manifest.variants:
+                return candidate
+        return next(iter(bundle.manifest.variants))
+    if precision not in PRECISIONS:
+        raise BundleError(f"unknown precision {precision!r}; use auto or one of: {', '.join(PRECISIONS)}")
+    bundle.variant(precision)  # raises with the variants the bundle has
+    return precision
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """One padded batch ready for an engine, and where its rows go in the caller's order."""
+
+    positions: np.ndarray
+    inputs: dict[str, np.ndarray]
+
+    @property
+    def tokens(self) -> int:
+        return int(self.inputs["attention_mask"].sum())
+
+
+class Encoder:
+    """Embeds texts with a bundle, giving what ``SentenceTransformer.encode`` gives for the source model."""
+
+    def __init__(self, bundle: Bundle, precision: str, backend: Backend, tokenizer: TextTokenizer) -> None:
+        self.bundle = bundle
+        self.manifest: Manifest = bundle.manifest
+        self.precision = precision
+        self.backend = backend
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def load(
+        cls,
+        bundle: str | os.PathLike[str],
+        precision: str = "auto",
+        device: str = "cpu",
+        threads: int | None = None,
+        verify: bool = True,
+    ) -> Encoder:
+        """Open a bundle and start its engine.
+
+        ``precision="auto"`` takes int8 on CPU and fp16 on CUDA when the bundle has them, else fp32.
+        ``threads`` defaults to the cores this process may use. ``verify`` checks the graph's sha256.
+        """
+        if device not in DEVICES:
+            raise BundleError(f"unknown device {device!r}; use one of: {', '.join(DEVICES)}")
+        if threads is not None and threads < 1:
+            raise InputError(f"threads must be >= 1, got {threads}")
+        opened = Bundle.open(bundle)
+        chosen = resolve_precision(opened, precision, device)
+        model_path = opened.variant_path(chosen, verify=verify)
+        manifest = opened.manifest
+        tokenizer = TextTokenizer(opened.tokenizer_path, manifest.max_seq_length, manifest.do_lower_case)
+        backend = OrtBackend(model_path, device, OrtSettings(threads=threads or default_threads()))
+        return cls(opened, chosen, backend, tokenizer)
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.manifest.max_seq_length
+
+    def tokenize(self, texts: Sequence[str]) -> list[Encoding]:
+        """Token ids for validated strings, truncated like the reference."""
+        return self.tokenizer.encode(texts)
+
+    def batches(
+        self, encodings: Sequence[Encoding], batch_size: int = 32, max_batch_tokens: int | None = None
+    ) -> list[EncodedBatch]:
+        """Length-sorted padded batches; each remembers the positions of its rows."""
+        lengths = [len(encoding.ids) for encoding in encodings]
+        with_types = "token_type_ids" in self.backend.input_names
+        return [
+            EncodedBatch(positions, pad_batch([encodings[i] for i in positions], with_types))
+            for positions in plan_batches(lengths, batch_size, max_batch_tokens)
+        ]
+
+    def run_batch(self, batch: EncodedBatch, normalize: bool | None = None) -> np.ndarray:
+        """Sentence embeddings ``(rows, dim)`` for one batch, in the batch's row order."""
+        hidden = self.backend.run(batch.inputs)
+        embeddings = pool(hidden, batch.inputs["attention_mask"], self.manifest.pooling)
+        if self.manifest.normalize if normalize is None else normalize:
+            embeddings = l2_normalize(embeddings)
+        return embeddings.astype(np.float32, copy=False)
+
+    def encode(
+        self,
+        texts: str | Iterable[str],
+        batch_size: int = 32,
+        normalize: bool | None = None,
+        show_progress_bar: bool | None = None,
+        max_batch_tokens: int | None = None,
+    ) -> np.ndarray:
+        """Embed texts as float32 ``(len(texts), dim)``; a single string gives ``(dim,)``.
+
+        ``normalize=None`` follows the bundle (the source model's Normalize module). Texts are
+        batched by token length and returned in the caller's order.
+        """
+        single = isinstance(texts, str)
+        items = validate_texts(texts)
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        output = np.empty((len(items), self.dim), dtype=np.float32)
+        if items:
+            batches = self.batches(self.tokenize(items), batch_size, max_batch_tokens)
+            progress = None
+            if show_progress_bar:
+                from tqdm.auto import tqdm
+
+                progress = tqdm(total=len(items), desc="Embedding", unit="text")
+            for batch in batches:
+                output[batch.positions] = self.run_batch(batch, normalize)
+                if progress is not None:
+                    progress.update(len(batch.positions))
+            if progress is not None:
+                progress.close()
+        return output[0] if single else output
+
+    def __repr__(self) -> str:
+        return (
+            f"Encoder(bundle={str(self.bundle.root)!r}, precision={self.precision!r}, "
+            f"engine={self.backend.name!r}, dim={self.dim})"
+        )

@@ -1,0 +1,36 @@
+"""Tokenization with Hugging Face ``tokenizers`` (Rust), set up exactly as sentence-transformers does."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from tokenizers import Encoding, Tokenizer
+
+from embedrt.errors import BundleError
+
+
+class TextTokenizer:
+    """Truncates to the bundle's ``max_seq_length`` and never pads: batches pad themselves."""
+
+    def __init__(self, path: Path, max_seq_length: int, do_lower_case: bool = False) -> None:
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as err:  # tokenizers raises a bare Exception on a corrupt file
+            raise BundleError(
+                f"{path} could not be read as a tokenizer ({err}); re-export the bundle with `embedrt export --force`"
+            ) from err
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_length=max_seq_length, strategy="longest_first")
+        self._tokenizer = tokenizer
+        self.max_seq_length = max_seq_length
+        self.do_lower_case = do_lower_case
+
+    def encode(self, texts: Sequence[str]) -> list[Encoding]:
+        """Token ids of already validated strings, in order, truncated, with [CLS]/[SEP]."""
+        if self.do_lower_case:
+            texts = [text.lower() for text in texts]
+        return self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(encoding.ids) for encoding in self.encode(texts)]

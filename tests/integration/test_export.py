@@ -1,0 +1,130 @@
+"""The export stage: fusion audit, manifest contents, atomic writes, clear failures."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from embedrt.bundle import Bundle, sha256_file
+from embedrt.errors import ExportError, ParityError
+from embedrt.export import ExportSettings, export_bundle
+from embedrt.export.sentences import PARITY_SENTENCES
+
+
+def _leftovers(parent: Path, name: str) -> list[str]:
+    return [p.name for p in parent.iterdir() if p.name.startswith(f".{name}.")]
+
+
+def test_manifest_records_what_was_built_and_measured(tiny_bundle):
+    data = json.loads((tiny_bundle / "embedrt.json").read_text())
+    assert data["format_version"] == 1
+    assert (data["dim"], data["max_seq_length"], data["pooling"], data["normalize"]) == (32, 64, "mean", False)
+    assert set(data["variants"]) == {"fp32", "int8"}
+    assert data["architecture"]["num_layers"] == 2
+    for variant in data["variants"].values():
+        assert variant["sha256"] == sha256_file(tiny_bundle / variant["file"])
+        assert variant["fused_attention"] is True
+        assert variant["parity"]["n"] == len(PARITY_SENTENCES)
+    assert data["variants"]["fp32"]["recipe"]["fusion"]["Attention"] == 2
+    assert data["variants"]["fp32"]["recipe"]["fusion"]["SkipLayerNormalization"] == 4
+    assert data["variants"]["fp32"]["parity"]["min_cos"] >= 0.99999
+    assert data["variants"]["int8"]["parity"]["mean_cos"] >= 0.99
+    assert (tiny_bundle / "tokenizer.json").is_file()
+    assert not any(p.name.startswith(".") for p in tiny_bundle.iterdir())
+
+
+def test_int8_graph_uses_quantized_attention(tiny_bundle):
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(tiny_bundle / "model_int8.onnx")).graph.node}
+    assert {"QAttention", "MatMulInteger", "DynamicQuantizeLinear"} <= ops
+    fp32_ops = [node.op_type for node in onnx.load(str(tiny_bundle / "model.onnx")).graph.node]
+    assert fp32_ops.count("Attention") == 2
+    assert not any(
+        node.domain for node in onnx.load(str(tiny_bundle / "model.onnx")).graph.node if node.op_type == "MatMul"
+    )
+
+
+def test_fusion_audit_fails_when_fewer_attention_nodes_than_layers(tiny_model_dir, tmp_path):
+    from embedrt.export.load import load_source
+    from embedrt.export.onnx_export import export_transformer
+    from embedrt.export.optimize import optimize_graph
+
+    model = load_source(str(tiny_model_dir))
+    raw = export_transformer(model.transformer, tmp_path / "raw.onnx")
+    kwargs = dict(num_heads=model.num_heads, hidden_size=model.hidden_size, num_layers=model.num_layers + 1)
+    with pytest.raises(ExportError, match="only 2 of 3 attention blocks fused.*--allow-unfused"):
+        optimize_graph(raw, tmp_path / "fused.onnx", **kwargs)
+    report = optimize_graph(raw, tmp_path / "fused.onnx", allow_unfused=True, **kwargs)
+    assert not report.attention_fused
+
+
+def test_failed_parity_leaves_nothing_behind(tiny_model_dir, tmp_path):
+    out = tmp_path / "bundle"
+    with pytest.raises(ParityError, match="fp32 parity failed"):
+        export_bundle(str(tiny_model_dir), out, ExportSettings(precisions=("fp32",), fp32_min_cos=1.01))
+    assert not out.exists()
+    assert _leftovers(tmp_path, "bundle") == []
+
+
+def test_existing_bundle_needs_force_and_is_replaced_whole(tiny_model_dir, tiny_bundle, tmp_path):
+    out = tmp_path / "bundle"
+    export_bundle(str(tiny_model_dir), out, ExportSettings(precisions=("fp32",)))
+    with pytest.raises(ExportError, match="already exists; pass --force"):
+        export_bundle(str(tiny_model_dir), out, ExportSettings(precisions=("fp32",)))
+    # A failing forced export keeps the old bundle intact.
+    with pytest.raises(ParityError):
+        export_bundle(str(tiny_model_dir), out, ExportSettings(force=True, fp32_min_cos=1.01))
+    assert set(Bundle.open(out).manifest.variants) == {"fp32"}
+    export_bundle(str(tiny_model_dir), out, ExportSettings(force=True))
+    assert set(Bundle.open(out).manifest.variants) == {"fp32", "int8"}
+    assert _leftovers(tmp_path, "bundle") == []
+
+
+def test_force_refuses_to_replace_a_directory_that_is_not_a_bundle(tiny_model_dir, tmp_path):
+    precious = tmp_path / "data"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("mine")
+    with pytest.raises(ExportError, match="not an embedrt bundle"):
+        export_bundle(str(tiny_model_dir), precious, ExportSettings(force=True))
+    assert (precious / "keep.txt").read_text() == "mine"
+
+
+def test_hub_id_without_network_fails_fast_with_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    start = time.monotonic()
+    with pytest.raises(ExportError, match="pass that local directory"):
+        export_bundle("DMetaSoul/sbert-chinese-qmc-domain-v1", tmp_path / "b")
+    assert time.monotonic() - start < 60  # a bound against hanging on retries, not a speed claim
+    assert not (tmp_path / "b").exists()
+
+
+def test_unknown_precision_and_bad_source(tmp_path, tiny_model_dir):
+    with pytest.raises(ExportError, match="cannot export precision fp8"):
+        ExportSettings(precisions=("fp8",))
+    with pytest.raises(ExportError, match="neither a model directory nor a hub id"):
+        export_bundle(str(tmp_path / "missing" / "dir"), tmp_path / "b")
+    with pytest.raises(ExportError, match="not a sentence-transformers model directory"):
+        export_bundle(str(tmp_path), tmp_path / "b")
+
+
+def test_max_seq_length_override(tiny_model_dir, tmp_path, reference_model):
+    from embedrt import Encoder
+
+    out = tmp_path / "short"
+    manifest = export_bundle(str(tiny_model_dir), out, ExportSettings(precisions=("fp32",), max_seq_length=16))
+    assert manifest.max_seq_length == 16
+    assert manifest.variants["fp32"].parity.min_cos >= 0.99999
+    encoder = Encoder.load(out)
+    assert encoder.max_seq_length == 16
+    with pytest.raises(ExportError, match="outside 1..128"):
+        export_bundle(str(tiny_model_dir), tmp_path / "long", ExportSettings(max_seq_length=4096))
+
+
+def test_cls_pooling_and_normalize_are_read_from_the_model(tiny_normalized_model_dir, tmp_path):
+    manifest = export_bundle(str(tiny_normalized_model_dir), tmp_path / "b", ExportSettings(precisions=("fp32",)))
+    assert manifest.pooling.value == "cls"
+    assert manifest.normalize is True
+    assert manifest.variants["fp32"].parity.min_cos >= 0.99999
