@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from embedrt.errors import EmbedrtError, InputError
+from embedrt.textio import read_lines, write_npy_atomic
 
 PROG = "embedrt"
 
@@ -89,40 +89,6 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- encode
-def read_lines(path: str) -> list[str]:
-    """Texts of a UTF-8 file, one per line (``-`` reads standard input); errors name the line."""
-    try:
-        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-    except OSError as err:
-        raise InputError(f"cannot read {path}: {err.strerror}") from err
-    texts = []
-    for number, raw in enumerate(data.splitlines(), start=1):
-        try:
-            texts.append(raw.decode("utf-8"))
-        except UnicodeDecodeError as err:
-            raise InputError(f"{path}:{number}: not valid UTF-8 ({err.reason}); convert the file to UTF-8") from err
-    return texts
-
-
-def write_npy_atomic(path: Path, array) -> None:
-    """Save ``array`` to ``path`` through a temporary file, so an interrupted run leaves no bad file."""
-    import numpy as np
-
-    if path.suffix != ".npy":
-        raise InputError(f"--output {path} must end in .npy")
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        with open(tmp, "wb") as handle:
-            np.save(handle, array)
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise InputError(f"cannot write {path}: {err.strerror}") from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _cmd_encode(args: argparse.Namespace) -> int:
     from embedrt import Encoder
 
@@ -211,8 +177,97 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_info)
 
 
+# ---------------------------------------------------------------------------------------------- bench (issue 3)
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from embedrt.bench import run_bench_command
+
+    return run_bench_command(args)
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="measure throughput, latency, cold start and memory of a bundle")
+    p.add_argument("bundle")
+    p.add_argument("--data", help="UTF-8 file, one text per line (default: a built-in Chinese workload)")
+    p.add_argument("--precision", type=_precisions, default=None, help="comma-separated (default: all variants)")
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--threads", type=_positive_int, default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_bench)
+
+
+# ---------------------------------------------------------------------------------------------- eval (issue 3)
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from embedrt.evaluate import run_eval_command
+
+    return run_eval_command(args)
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="Spearman/Pearson of cosine similarity against gold scores, per precision")
+    p.add_argument("bundle")
+    p.add_argument("data", nargs="+", help="pair files (TSV s1<TAB>s2<TAB>score, JSONL, or STS benchmark TSV)")
+    p.add_argument("--precision", type=_precisions, default=None, help="comma-separated (default: all variants)")
+    p.add_argument("--format", choices=("auto", "pairs", "jsonl", "stsb"), default="auto")
+    p.add_argument("--split", default="test", help="split to keep in an STS benchmark file (default: test)")
+    p.add_argument("--reference", action="store_true", help="add the PyTorch model's row (needs embedrt[export])")
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--threads", type=_positive_int, default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON line")
+    p.set_defaults(func=_cmd_eval)
+
+
+# ---------------------------------------------------------------------------------------------- serve (issue 4)
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from embedrt.server import run_serve_command
+
+    return run_serve_command(args)
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="HTTP server: OpenAI- and TEI-compatible embeddings (needs embedrt[server])")
+    p.add_argument("bundle", nargs="?", default=None, help="bundle directory (or EMBEDRT_BUNDLE)")
+    p.set_defaults(func=_cmd_serve)
+
+
+# ---------------------------------------------------------------------------------------------- build-engine (issue 5)
+def _cmd_build_engine(args: argparse.Namespace) -> int:
+    from embedrt.runtime.trt_build import run_build_engine_command
+
+    return run_build_engine_command(args)
+
+
+def _add_build_engine(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build-engine", help="build a TensorRT engine for this GPU (needs embedrt[tensorrt])")
+    p.add_argument("bundle")
+    p.set_defaults(func=_cmd_build_engine)
+
+
+# ---------------------------------------------------------------------------------------------- embed-file (issue 6)
+def _cmd_embed_file(args: argparse.Namespace) -> int:
+    from embedrt.embed_file import run_embed_file_command
+
+    return run_embed_file_command(args)
+
+
+def _add_embed_file(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("embed-file", help="embed a text/JSONL/CSV/Parquet file of any size to Parquet or .npy")
+    p.add_argument("bundle")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=_cmd_embed_file)
+
+
 # ---------------------------------------------------------------------------------------------- main
-COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_export, _add_encode, _add_info)
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_export,
+    _add_encode,
+    _add_info,
+    _add_bench,
+    _add_eval,
+    _add_serve,
+    _add_build_engine,
+    _add_embed_file,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

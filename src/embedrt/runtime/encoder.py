@@ -12,14 +12,10 @@ from tokenizers import Encoding
 from embedrt.bundle import PRECISIONS, Bundle, Manifest
 from embedrt.errors import BundleError, InputError, InputTypeError
 from embedrt.runtime.backends.base import Backend
-from embedrt.runtime.backends.ort import OrtBackend, OrtSettings, default_threads
+from embedrt.runtime.backends.select import AUTO_PRECISION, DEVICES, open_backend
 from embedrt.runtime.batching import pad_batch, plan_batches
 from embedrt.runtime.pooling import l2_normalize, pool
 from embedrt.runtime.tokenizer import TextTokenizer
-
-DEVICES = ("cpu", "cuda")
-#: What ``precision="auto"`` picks per device, best first.
-AUTO_PRECISION = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32")}
 
 
 def validate_texts(texts: str | Iterable[str]) -> list[str]:
@@ -89,10 +85,9 @@ class Encoder:
             raise InputError(f"threads must be >= 1, got {threads}")
         opened = Bundle.open(bundle)
         chosen = resolve_precision(opened, precision, device)
-        model_path = opened.variant_path(chosen, verify=verify)
         manifest = opened.manifest
         tokenizer = TextTokenizer(opened.tokenizer_path, manifest.max_seq_length, manifest.do_lower_case)
-        backend = OrtBackend(model_path, device, OrtSettings(threads=threads or default_threads()))
+        backend = open_backend(opened, chosen, device, threads, verify=verify)
         return cls(opened, chosen, backend, tokenizer)
 
     @property
