@@ -1,0 +1,97 @@
+"""On an NVIDIA GPU: parity (cosine >= 0.999 to fp32 on the CPU) and batch invariance, CUDA and TensorRT.
+
+Skipped where there is no GPU or the GPU stack is not installed. These tests have never run: the
+project has no GPU. They are written from the libraries' documentation (see docs/gpu.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from embedrt import Encoder
+from embedrt.bundle import Bundle
+from embedrt.export.sentences import PARITY_SENTENCES
+from embedrt.export.validate import cosine_rows
+from tests.conftest import TEST_TEXTS
+
+TEXTS = [t for t in TEST_TEXTS if t.strip()] + list(PARITY_SENTENCES[:30])
+
+
+def _gpu_present() -> bool:
+    if shutil.which("nvidia-smi") is None:
+        return False
+    result = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    return result.returncode == 0 and "GPU" in result.stdout
+
+
+def _ort_providers() -> list[str]:
+    import onnxruntime
+
+    return onnxruntime.get_available_providers()
+
+
+HAS_GPU = _gpu_present()
+HAS_CUDA = HAS_GPU and "CUDAExecutionProvider" in _ort_providers()
+HAS_TRT = HAS_GPU and all(importlib.util.find_spec(m) is not None for m in ("tensorrt", "cuda"))
+HAS_ORT_TRT = HAS_TRT and "TensorrtExecutionProvider" in _ort_providers()
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(params=["tiny_fp16_bundle", "minilm_fp16_bundle"])
+def fp16_bundle(request):
+    return request.getfixturevalue(request.param)
+
+
+def _check(encoder: Encoder, reference: np.ndarray) -> None:
+    together = encoder.encode(TEXTS, batch_size=16)
+    assert cosine_rows(together, reference).min() >= 0.999
+    alone = np.stack([encoder.encode(text) for text in TEXTS[:8]])
+    assert cosine_rows(alone, together[:8]).min() >= 0.9999
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs an NVIDIA GPU and onnxruntime-gpu")
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+def test_cuda_parity_and_batch_invariance(fp16_bundle, precision):
+    reference = Encoder.load(fp16_bundle, precision="fp32", device="cpu").encode(TEXTS)
+    encoder = Encoder.load(fp16_bundle, precision=precision, device="cuda")
+    assert encoder.backend.name == "onnxruntime-cuda"
+    _check(encoder, reference)
+
+
+@pytest.mark.skipif(not HAS_TRT, reason="needs an NVIDIA GPU, tensorrt and cuda-python")
+def test_tensorrt_engine_parity_batch_invariance_and_chunking(fp16_bundle, copy_bundle):
+    from embedrt.runtime.trt_build import build_engine
+
+    bundle = copy_bundle(fp16_bundle)
+    reference = Encoder.load(bundle, precision="fp32", device="cpu").encode(TEXTS)
+    max_seq = Bundle.open(bundle).manifest.max_seq_length
+    record = build_engine(bundle, (None, "8x32", f"16x{max_seq}"), workspace_gb=2)
+    assert (bundle / record.file).is_file() and record.runner == "tensorrt"
+    encoder = Encoder.load(bundle, device="tensorrt")
+    assert encoder.backend.name == "tensorrt" and encoder.precision == "fp16"
+    _check(encoder, reference)
+    # A batch larger than the profile's 16 rows is run in pieces, with the same numbers.
+    short = [t for t in TEXTS if len(t) < 40][:24]
+    np.testing.assert_allclose(
+        encoder.encode(short, batch_size=24), encoder.encode(short, batch_size=8), rtol=0, atol=2e-3
+    )
+
+
+@pytest.mark.skipif(not HAS_ORT_TRT, reason="needs an NVIDIA GPU and onnxruntime-gpu with TensorRT")
+def test_onnxruntime_tensorrt_provider_parity(fp16_bundle, copy_bundle):
+    from embedrt.runtime.trt_build import build_engine
+
+    bundle = copy_bundle(fp16_bundle)
+    reference = Encoder.load(bundle, precision="fp32", device="cpu").encode(TEXTS)
+    max_seq = Bundle.open(bundle).manifest.max_seq_length
+    record = build_engine(bundle, (None, "8x32", f"16x{max_seq}"), workspace_gb=2, runner="onnxruntime")
+    assert record.runner == "onnxruntime"
+    encoder = Encoder.load(bundle, device="tensorrt")
+    assert encoder.backend.name == "onnxruntime-tensorrt"
+    _check(encoder, reference)
