@@ -1,0 +1,27 @@
+"""``embedrt serve``: an OpenAI- and TEI-compatible embedding server with dynamic batching.
+
+Modules: ``settings`` (flags and ``EMBEDRT_*`` variables), ``schemas`` (the two wire dialects),
+``batcher`` (dynamic batching on one engine thread), ``errors`` (error kind -> HTTP status, in one
+place), ``metrics`` (Prometheus), ``app`` (the FastAPI factory), ``serve`` (uvicorn, SIGTERM drain).
+Importing this package loads nothing heavy; the ``server`` extra is needed only to run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+
+from embedrt.errors import missing_extra
+
+SERVER_PACKAGES = ("fastapi", "uvicorn", "prometheus_client")
+
+
+def run_serve_command(args: argparse.Namespace) -> int:
+    """Entry point of ``embedrt serve``: settings from flags and environment, then serve until SIGTERM."""
+    for package in SERVER_PACKAGES:
+        if importlib.util.find_spec(package) is None:
+            raise missing_extra(package.replace("_", "-"), "server", "embedrt serve")
+    from embedrt.server.serve import serve
+    from embedrt.server.settings import resolve_settings
+
+    return serve(resolve_settings(vars(args)))

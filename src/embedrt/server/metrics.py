@@ -1,0 +1,62 @@
+"""Prometheus metrics of one server, in their own registry (so two apps in one process never collide)."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Latency buckets from 1 ms to 30 s: CPU batches of short queries take milliseconds, long paragraphs seconds.
+_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+_TOKENS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+
+
+class Metrics:
+    """What an operator needs to tell a slow engine from a long queue from bad clients."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.request_duration = Histogram(
+            "embedrt_request_duration_seconds",
+            "Time from request received to response ready, by endpoint",
+            ["endpoint"],
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.requests = Counter(
+            "embedrt_requests_total",
+            "Embedding requests answered, by endpoint and status",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.queue_duration = Histogram(
+            "embedrt_queue_duration_seconds",
+            "Time a request waited from entering the batcher to its first engine run",
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.inference_duration = Histogram(
+            "embedrt_inference_duration_seconds",
+            "Engine time per batch (model run and pooling)",
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.batch_size = Histogram("embedrt_batch_size", "Texts per engine batch", buckets=_ROWS, registry=r)
+        self.batch_tokens = Histogram(
+            "embedrt_batch_tokens", "Padded tokens (rows x width) per engine batch", buckets=_TOKENS, registry=r
+        )
+        self.batch_requests = Histogram(
+            "embedrt_batch_requests", "Requests merged into one batching cycle", buckets=_ROWS, registry=r
+        )
+        self.in_flight = Gauge("embedrt_requests_in_flight", "Embedding requests being served now", registry=r)
+        self.queue_size = Gauge("embedrt_queue_texts", "Texts waiting for the engine", registry=r)
+        self.failures = Counter("embedrt_request_failures_total", "Failed requests, by reason", ["reason"], registry=r)
+        self.texts = Counter("embedrt_texts_total", "Texts embedded", registry=r)
+        self.tokens = Counter(
+            "embedrt_tokens_total", "Tokens embedded (after truncation, with special tokens)", registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

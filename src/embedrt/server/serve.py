@@ -1,0 +1,100 @@
+"""``embedrt serve``: load the bundle, bind the socket, run uvicorn, drain on SIGTERM and exit 0."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+
+import uvicorn
+
+from embedrt.errors import BackendError, InputError
+from embedrt.runtime.encoder import Encoder
+from embedrt.server.app import create_app
+from embedrt.server.settings import ServerSettings
+
+log = logging.getLogger("embedrt.server")
+
+
+class _GracefulServer(uvicorn.Server):
+    """uvicorn, except that a SIGTERM/SIGINT after a graceful drain ends the process with exit 0.
+
+    Stock uvicorn re-raises the signal once it has drained, so the process dies by SIGTERM (exit 143),
+    which orchestrators report as a crash of a server that shut down cleanly.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket, so a busy port is one clear error before anything else starts."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, UnicodeError) as err:
+        raise InputError(f"cannot listen on {host}:{port}: {err}; check --host") from err
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as err:
+        sock.close()
+        raise InputError(
+            f"cannot listen on {host}:{port}: {err.strerror}; choose another --port or stop what is using it"
+        ) from err
+    sock.set_inheritable(True)
+    return sock
+
+
+def _configure_logging() -> None:
+    logger = logging.getLogger("embedrt")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def serve(settings: ServerSettings) -> int:
+    """Serve until SIGTERM or SIGINT; return 0 after a graceful drain."""
+    _configure_logging()
+    encoder = Encoder.load(settings.bundle, precision=settings.precision, threads=settings.threads)
+    sock = bind(settings.host, settings.port)
+    host, port = sock.getsockname()[:2]
+    app = create_app(encoder, settings)
+    config = uvicorn.Config(
+        app,
+        lifespan="on",
+        access_log=False,
+        log_level="info",
+        timeout_graceful_shutdown=settings.graceful_timeout_s,
+        server_header=False,
+        backlog=2048,
+    )
+    server = _GracefulServer(config)
+    log.info("embedrt: listening on http://%s:%d (warming up)", host, port)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    if not server.started:
+        raise BackendError("the server did not start (warm-up failed); the log above says why")
+    log.info("embedrt: stopped after finishing in-flight requests")
+    return 0

@@ -1,0 +1,152 @@
+"""Settings of ``embedrt serve``: one frozen value, read from flags, then ``EMBEDRT_*`` variables, then defaults.
+
+This module is the single list of serve options: the CLI builds its flags from :data:`OPTIONS`, so a
+flag, its environment variable, its default and its check cannot drift apart. Standard library only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from embedrt.bundle import PRECISIONS
+from embedrt.errors import InputError
+
+ENV_PREFIX = "EMBEDRT_"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything the server needs; limits are per request unless said otherwise."""
+
+    bundle: str
+    precision: str = "auto"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_key: str | None = None
+    #: Padded tokens (rows x longest row) per engine run; a single text always fits.
+    max_batch_tokens: int = 2048
+    #: Longest a request waits for batch-mates before its batch starts (0: take only what is queued).
+    max_wait_ms: int = 2
+    #: Embedding requests in flight at once; one more gets 429 with Retry-After.
+    max_concurrent_requests: int = 512
+    #: Texts per request.
+    max_client_batch_size: int = 256
+    #: Characters per text.
+    max_input_chars: int = 8192
+    threads: int | None = None
+    #: Requests merged into one engine cycle (None: no limit). 1 with max_wait_ms 0 turns batching off.
+    max_batch_requests: int | None = None
+    #: Seconds SIGTERM waits for in-flight requests before cancelling them.
+    graceful_timeout_s: float = 30.0
+
+    @property
+    def max_wait_s(self) -> float:
+        return self.max_wait_ms / 1000.0
+
+    def public(self) -> dict[str, Any]:
+        """The limits a client may see (``/info``): never the API key."""
+        return {
+            "max_batch_tokens": self.max_batch_tokens,
+            "max_wait_ms": self.max_wait_ms,
+            "max_concurrent_requests": self.max_concurrent_requests,
+            "max_client_batch_size": self.max_client_batch_size,
+            "max_input_chars": self.max_input_chars,
+            "max_batch_requests": self.max_batch_requests,
+            "auth": self.api_key is not None,
+        }
+
+
+def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            number = int(text.strip())
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {text!r}") from None
+        if number < low or (high is not None and number > high):
+            bound = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise ValueError(f"expected a number {bound}, got {number}")
+        return number
+
+    return parse
+
+
+def _precision(text: str) -> str:
+    choices = ("auto", *PRECISIONS)
+    if text not in choices:
+        raise ValueError(f"expected one of {', '.join(choices)}, got {text!r}")
+    return text
+
+
+def _nonempty(text: str) -> str:
+    if not text.strip():
+        raise ValueError("expected a non-empty value")
+    return text
+
+
+@dataclass(frozen=True)
+class Option:
+    """One serve option: its flag, its environment variable, how to parse it, and its help."""
+
+    field: str
+    parse: Callable[[str], Any]
+    help: str
+    metavar: str = "N"
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.field.upper()
+
+
+#: Every flag of ``embedrt serve`` except the bundle positional (``EMBEDRT_BUNDLE``).
+OPTIONS: tuple[Option, ...] = (
+    Option("precision", _precision, "auto, fp32 or int8 (auto: int8 on CPU when the bundle has it)", "P"),
+    Option("host", _nonempty, "address to bind; 0.0.0.0 exposes the server beyond this machine", "HOST"),
+    Option("port", _int_in(0, 65535), "TCP port"),
+    Option("api_key", _nonempty, "require 'Authorization: Bearer KEY'; prefer the variable, flags show in ps", "KEY"),
+    Option("max_batch_tokens", _int_in(1), "padded tokens per engine run"),
+    Option("max_wait_ms", _int_in(0, 60_000), "longest a request waits for batch-mates"),
+    Option("max_concurrent_requests", _int_in(1), "embedding requests in flight; beyond it: 429"),
+    Option("max_client_batch_size", _int_in(1), "texts per request; beyond it: 413"),
+    Option("max_input_chars", _int_in(1), "characters per text; beyond it: 413"),
+    Option("threads", _int_in(1), "ONNX Runtime intra-op threads (default: all usable cores)"),
+    Option("max_batch_requests", _int_in(1), "requests merged per engine cycle (default: no limit; 1 = no batching)"),
+)
+
+
+def _default(field: str) -> Any:
+    return ServerSettings.__dataclass_fields__[field].default
+
+
+def resolve_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> ServerSettings:
+    """Settings from parsed flags (``None`` = not given), then ``EMBEDRT_*`` variables, then defaults.
+
+    Raises :class:`InputError` naming the flag and the variable when a value is invalid.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    bundle = flags.get("bundle") or environ.get(ENV_PREFIX + "BUNDLE")
+    if not bundle:
+        raise InputError(
+            f"no bundle given: pass BUNDLE or set {ENV_PREFIX}BUNDLE to a directory made by `embedrt export`"
+        )
+    values["bundle"] = str(bundle)
+    for option in OPTIONS:
+        given = flags.get(option.field)
+        source = option.flag
+        if given is None and environ.get(option.env, "") != "":
+            given, source = environ[option.env], option.env
+        if given is None:
+            values[option.field] = _default(option.field)
+            continue
+        try:
+            values[option.field] = option.parse(str(given))
+        except ValueError as err:
+            raise InputError(f"{source}: {err}") from err
+    return ServerSettings(**values)

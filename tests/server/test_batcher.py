@@ -1,0 +1,114 @@
+"""The dynamic batcher in-process: merging, splitting, per-request normalization, failures, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from embedrt import BackendError
+from embedrt.export.sentences import PARITY_SENTENCES
+from embedrt.server.batcher import DynamicBatcher
+
+TEXTS = list(PARITY_SENTENCES[:24])
+
+
+class CountingEncoder:
+    """The real encoder, counting engine runs; the runs numbered in ``fail_runs`` raise."""
+
+    def __init__(self, encoder, fail_runs: tuple[int, ...] = ()) -> None:
+        self._encoder = encoder
+        self.fail_runs = fail_runs
+        self.runs = 0
+
+    def __getattr__(self, name):
+        return getattr(self._encoder, name)
+
+    def run_batch(self, batch, normalize=None):
+        self.runs += 1
+        if self.runs in self.fail_runs:
+            raise RuntimeError("engine exploded")
+        return self._encoder.run_batch(batch, normalize)
+
+
+def run(coro, timeout: float = 120.0):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def _embed_all(batcher: DynamicBatcher, requests: list[tuple[list[str], bool]]):
+    await batcher.start()
+    try:
+        encoded = [(await batcher.tokenize(texts), normalize) for texts, normalize in requests]
+        return await asyncio.gather(*(batcher.embed(encodings, normalize) for encodings, normalize in encoded))
+    finally:
+        await batcher.stop()
+
+
+def test_concurrent_requests_share_batches_and_get_their_own_rows(offline):
+    counting = CountingEncoder(offline)
+    batcher = DynamicBatcher(counting, max_batch_tokens=4096, max_wait_s=0.2)
+    requests = [(TEXTS[i : i + 1 + i % 4], i % 2 == 0) for i in range(12)]
+    results = run(_embed_all(batcher, requests))
+    for (texts, normalize), got in zip(requests, results, strict=True):
+        np.testing.assert_allclose(got, offline.encode(texts, normalize=normalize), atol=1e-5)
+    assert batcher.cycles < len(requests)  # all arrived within the 200 ms window
+
+
+def test_a_request_larger_than_the_budget_spans_cycles(offline):
+    batcher = DynamicBatcher(offline, max_batch_tokens=64, max_wait_s=0.0)
+    results = run(_embed_all(batcher, [(TEXTS, False), (TEXTS[:3], True)]))
+    np.testing.assert_allclose(results[0], offline.encode(TEXTS), atol=1e-5)
+    np.testing.assert_allclose(results[1], offline.encode(TEXTS[:3], normalize=True), atol=1e-5)
+    assert batcher.cycles > 2
+
+
+def test_max_batch_requests_one_turns_merging_off(offline):
+    batcher = DynamicBatcher(offline, max_batch_tokens=4096, max_wait_s=0.0, max_batch_requests=1)
+    requests = [([text], False) for text in TEXTS[:6]]
+    results = run(_embed_all(batcher, requests))
+    assert batcher.cycles == len(requests)
+    np.testing.assert_allclose(np.concatenate(results), offline.encode(TEXTS[:6]), atol=1e-5)
+
+
+def test_engine_failure_fails_that_request_and_the_batcher_keeps_serving(offline):
+    counting = CountingEncoder(offline, fail_runs=(1,))
+    batcher = DynamicBatcher(counting, max_batch_tokens=4096, max_wait_s=0.0, max_batch_requests=1)
+
+    async def scenario():
+        await batcher.start()
+        try:
+            with pytest.raises(BackendError, match="engine exploded"):
+                await batcher.embed(await batcher.tokenize(["第一个"]), False)
+            return await batcher.embed(await batcher.tokenize(TEXTS[:2]), False)
+        finally:
+            await batcher.stop()
+
+    np.testing.assert_allclose(run(scenario()), offline.encode(TEXTS[:2]), atol=1e-5)
+
+
+def test_a_cancelled_request_is_dropped_before_it_runs(offline):
+    counting = CountingEncoder(offline)
+    batcher = DynamicBatcher(counting, max_batch_tokens=4096, max_wait_s=0.3)
+
+    async def scenario():
+        await batcher.start()
+        try:
+            gone = asyncio.create_task(batcher.embed(await batcher.tokenize(["走了"]), False))
+            await asyncio.sleep(0.05)
+            gone.cancel()  # the client disconnected while its request waited for batch-mates
+            kept = await batcher.embed(await batcher.tokenize(["留下"]), False)
+            return gone, kept
+        finally:
+            await batcher.stop()
+
+    gone, kept = run(scenario())
+    assert gone.cancelled()
+    np.testing.assert_allclose(kept, offline.encode(["留下"]), atol=1e-5)
+    assert counting.runs == 1  # only the kept request reached the engine
+
+
+def test_embed_before_start_is_an_error(offline):
+    batcher = DynamicBatcher(offline)
+    with pytest.raises(BackendError, match="not started"):
+        run(batcher.embed(offline.tokenize(["a"]), False))

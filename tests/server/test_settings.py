@@ -1,0 +1,65 @@
+"""Serve settings: flag over EMBEDRT_* variable over default, one-line errors naming the source."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from embedrt.cli import build_parser
+from embedrt.errors import InputError
+from embedrt.server.settings import OPTIONS, ServerSettings, resolve_settings
+
+ISSUE_FLAGS = (
+    "--precision",
+    "--host",
+    "--port",
+    "--api-key",
+    "--max-batch-tokens",
+    "--max-wait-ms",
+    "--max-concurrent-requests",
+    "--max-client-batch-size",
+    "--max-input-chars",
+    "--threads",
+)
+
+
+def parse(*argv: str) -> dict:
+    return vars(build_parser().parse_args(["serve", *argv]))
+
+
+def test_every_issue_flag_exists_and_maps_to_a_setting():
+    fields = {field.name for field in dataclasses.fields(ServerSettings)}
+    flags = {option.flag for option in OPTIONS}
+    assert set(ISSUE_FLAGS) <= flags
+    assert {option.field for option in OPTIONS} <= fields
+    assert {option.env for option in OPTIONS} >= {"EMBEDRT_PORT", "EMBEDRT_API_KEY", "EMBEDRT_MAX_WAIT_MS"}
+
+
+def test_defaults_bind_to_loopback():
+    settings = resolve_settings(parse("bundle"), environ={})
+    assert settings == ServerSettings(bundle="bundle")
+    assert settings.host == "127.0.0.1" and settings.api_key is None
+
+
+def test_environment_fills_what_flags_leave_out():
+    env = {"EMBEDRT_BUNDLE": "b", "EMBEDRT_PORT": "9000", "EMBEDRT_API_KEY": "s3cret", "EMBEDRT_MAX_WAIT_MS": "0"}
+    settings = resolve_settings(parse("--port", "9100"), environ=env)
+    assert (settings.bundle, settings.port, settings.api_key, settings.max_wait_ms) == ("b", 9100, "s3cret", 0)
+    assert "s3cret" not in str(settings.public())
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (("b", "--port", "70000"), {}, "--port: expected a number between 0 and 65535"),
+        (("b",), {"EMBEDRT_MAX_BATCH_TOKENS": "lots"}, "EMBEDRT_MAX_BATCH_TOKENS: expected a whole number"),
+        (("b",), {"EMBEDRT_THREADS": "0"}, "EMBEDRT_THREADS: expected a number >= 1"),
+        (("b", "--precision", "fp64"), {}, "--precision: expected one of auto, fp32, int8"),
+        (("b", "--host", " "), {}, "--host: expected a non-empty value"),
+        ((), {}, "no bundle given"),
+    ],
+)
+def test_bad_values_name_their_source(argv, env, message):
+    with pytest.raises(InputError, match=message):
+        resolve_settings(parse(*argv), environ=env)
