@@ -49,6 +49,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         allow_unfused=args.allow_unfused,
         fp32_min_cos=args.fp32_min_cos,
         int8_mean_cos=args.int8_mean_cos,
+        fp16_min_cos=args.fp16_min_cos,
         force=args.force,
     )
     manifest = export_bundle(args.source, args.output, settings, progress=None if args.quiet else _say)
@@ -77,13 +78,14 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "--precision",
         type=_precisions,
         default=("fp32", "int8"),
-        help="comma-separated variants to build (default: fp32,int8)",
+        help="comma-separated variants to build: fp32, int8 (CPU), fp16 (GPU) (default: fp32,int8)",
     )
     p.add_argument("--max-seq-length", type=_positive_int, default=None, help="override the model's max_seq_length")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
     p.add_argument("--allow-unfused", action="store_true", help="accept a graph whose attention did not fuse")
     p.add_argument("--fp32-min-cos", type=float, default=0.99999, help="fp32 parity gate (default 0.99999)")
     p.add_argument("--int8-mean-cos", type=float, default=0.99, help="int8 parity gate (default 0.99)")
+    p.add_argument("--fp16-min-cos", type=float, default=0.999, help="fp16 parity gate (default 0.999)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.set_defaults(func=_cmd_export)
 
@@ -97,7 +99,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
         texts.extend(read_lines(args.input))
     if not texts:
         raise InputError("nothing to encode: give TEXT arguments or --input FILE")
-    encoder = Encoder.load(args.bundle, precision=args.precision, threads=args.threads)
+    encoder = Encoder.load(args.bundle, precision=args.precision, device=args.device, threads=args.threads)
     show = args.input is not None and sys.stderr.isatty() and not args.quiet
     embeddings = encoder.encode(texts, batch_size=args.batch_size, normalize=args.normalize, show_progress_bar=show)
     if args.output:
@@ -121,7 +123,10 @@ def _add_encode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("text", nargs="*", help="texts to embed")
     p.add_argument("--input", help="UTF-8 file with one text per line (- for stdin)")
     p.add_argument("--output", help="write a float32 .npy array here instead of printing JSON lines")
-    p.add_argument("--precision", default="auto", help="auto, fp32 or int8 (default auto: int8 on CPU if present)")
+    p.add_argument(
+        "--precision", default="auto", help="auto, fp32, int8 or fp16 (default auto: int8 on CPU if present)"
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda or tensorrt (default cpu)")
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--threads", type=_positive_int, default=None, help="intra-op threads (default: all usable cores)")
     norm = p.add_mutually_exclusive_group()
@@ -188,9 +193,11 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure throughput, latency, cold start and memory of a bundle")
     p.add_argument("bundle")
     p.add_argument("--data", help="UTF-8 file, one text per line (default: a built-in Chinese workload)")
-    p.add_argument("--precision", type=_precisions, default=None, help="comma-separated (default: all variants)")
+    p.add_argument("--precision", type=_precisions, default=None, help="comma-separated (default: fp32,int8)")
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--threads", type=_positive_int, default=None)
+    p.add_argument("--rounds", type=_positive_int, default=3, help="timed passes over the data, best kept (default 3)")
+    p.add_argument("--max-batch-tokens", type=_positive_int, default=None, help="padded-token budget per batch")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_bench)
 
@@ -203,15 +210,32 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="Spearman/Pearson of cosine similarity against gold scores, per precision")
+    p = sub.add_parser(
+        "eval",
+        help="Spearman/Pearson of cosine similarity against gold scores, per precision",
+        description="Score sentence pairs with each precision of a bundle: Spearman and Pearson (x100) between "
+        "cosine similarity and the gold score or label, one column per data file (named by its stem).",
+    )
     p.add_argument("bundle")
     p.add_argument("data", nargs="+", help="pair files (TSV s1<TAB>s2<TAB>score, JSONL, or STS benchmark TSV)")
     p.add_argument("--precision", type=_precisions, default=None, help="comma-separated (default: all variants)")
-    p.add_argument("--format", choices=("auto", "pairs", "jsonl", "stsb"), default="auto")
-    p.add_argument("--split", default="test", help="split to keep in an STS benchmark file (default: test)")
+    p.add_argument(
+        "--format",
+        choices=("auto", "pairs", "jsonl", "stsb"),
+        default="auto",
+        help="pairs: s1<TAB>s2<TAB>score; jsonl: sentence1/sentence2/score or label; stsb: TSV with a header "
+        "(default auto: detected per file)",
+    )
+    p.add_argument("--split", default="test", help="split to keep in a file with a split column (default: test; all)")
     p.add_argument("--reference", action="store_true", help="add the PyTorch model's row (needs embedrt[export])")
+    p.add_argument(
+        "--reference-model",
+        default=None,
+        metavar="DIR",
+        help="the PyTorch model for --reference if the bundle's source is not here (implies --reference)",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=64)
-    p.add_argument("--threads", type=_positive_int, default=None)
+    p.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads")
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p.set_defaults(func=_cmd_eval)
 
@@ -224,8 +248,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="HTTP server: OpenAI- and TEI-compatible embeddings (needs embedrt[server])")
+    from embedrt.server.settings import OPTIONS, ServerSettings  # stdlib only: the one list of serve options
+
+    p = sub.add_parser(
+        "serve",
+        help="HTTP server: OpenAI- and TEI-compatible embeddings (needs embedrt[server])",
+        description="Serve a bundle over HTTP with dynamic batching: POST /v1/embeddings (OpenAI), POST /embed "
+        "(TEI), GET /health, /info, /metrics. Every flag can also be set by its EMBEDRT_* variable; a flag wins.",
+    )
     p.add_argument("bundle", nargs="?", default=None, help="bundle directory (or EMBEDRT_BUNDLE)")
+    for option in OPTIONS:
+        default = ServerSettings.__dataclass_fields__[option.field].default
+        shown = "" if default is None or option.field == "api_key" else f", default {default}"
+        p.add_argument(option.flag, default=None, metavar=option.metavar, help=f"{option.help} ({option.env}{shown})")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -237,8 +272,25 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
 
 
 def _add_build_engine(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("build-engine", help="build a TensorRT engine for this GPU (needs embedrt[tensorrt])")
+    p = sub.add_parser(
+        "build-engine",
+        help="build a TensorRT engine for this GPU (needs embedrt[tensorrt])",
+        description="Build a TensorRT engine from the bundle's fp16-trt graph on this GPU, with one optimization "
+        "profile over batch x sequence, and list it in the manifest (run it on the serving machine).",
+    )
     p.add_argument("bundle")
+    p.add_argument("--min-shape", default=None, help="smallest BATCHxSEQ the engine accepts (default 1x1)")
+    p.add_argument("--opt-shape", default=None, help="BATCHxSEQ TensorRT tunes for (default 32x64)")
+    p.add_argument("--max-shape", default=None, help="largest BATCHxSEQ (default 128x512, or the bundle's max length)")
+    p.add_argument("--workspace-gb", type=float, default=4.0, help="builder workspace in GiB (default 4)")
+    p.add_argument(
+        "--runner",
+        choices=("tensorrt", "onnxruntime"),
+        default="tensorrt",
+        help="tensorrt: a .plan run with TensorRT's API; onnxruntime: ONNX Runtime's TensorRT provider with an "
+        "engine cache (default tensorrt)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=_cmd_build_engine)
 
 
@@ -250,10 +302,37 @@ def _cmd_embed_file(args: argparse.Namespace) -> int:
 
 
 def _add_embed_file(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("embed-file", help="embed a text/JSONL/CSV/Parquet file of any size to Parquet or .npy")
+    p = sub.add_parser(
+        "embed-file",
+        help="embed a text/JSONL/CSV/Parquet file of any size to Parquet or .npy",
+        description="Stream INPUT in chunks, embed it and write OUTPUT through a temporary file renamed at the end. "
+        "OUTPUT.parquet has columns id, embedding; OUTPUT.npy is float32 with ids in OUTPUT.ids.txt. "
+        "Ids come from --id-column, else the 0-based record number.",
+    )
     p.add_argument("bundle")
-    p.add_argument("input")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("input", help="input file (.txt one text a line, .jsonl, .csv, .tsv, .parquet; - for stdin)")
+    p.add_argument("-o", "--output", required=True, help="OUTPUT.parquet or OUTPUT.npy")
+    p.add_argument(
+        "--format",
+        choices=("auto", "text", "jsonl", "csv", "tsv", "parquet"),
+        default="auto",
+        help="input format (default: from the file name)",
+    )
+    p.add_argument("--text-column", default="text", help="column/field with the texts (default: text)")
+    p.add_argument("--id-column", default=None, help="column/field with row ids (default: the record number)")
+    p.add_argument(
+        "--precision", default="auto", help="auto, fp32, int8 or fp16 (default auto: int8 on CPU if present)"
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda or tensorrt (default cpu)")
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--threads", type=_positive_int, default=None, help="intra-op threads (default: all usable cores)")
+    p.add_argument("--chunk-size", type=_positive_int, default=4096, help="rows read and embedded at a time")
+    p.add_argument("--skip-bad-rows", action="store_true", help="skip rows that cannot be embedded and count them")
+    p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
+    norm = p.add_mutually_exclusive_group()
+    norm.add_argument("--normalize", dest="normalize", action="store_true", default=None, help="L2-normalize")
+    norm.add_argument("--no-normalize", dest="normalize", action="store_false", help="do not L2-normalize")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     p.set_defaults(func=_cmd_embed_file)
 
 

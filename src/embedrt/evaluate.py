@@ -449,10 +449,13 @@ def run_eval_command(args: argparse.Namespace) -> int:
     """``embedrt eval BUNDLE DATA...``: read every file first, then score each precision (and PyTorch)."""
     from embedrt import Encoder
     from embedrt.bundle import Bundle
+    from embedrt.runtime.backends.select import DEVICE_PRECISIONS
     from embedrt.runtime.encoder import resolve_precision
 
     bundle = Bundle.open(args.bundle)
-    precisions = list(dict.fromkeys(args.precision or bundle.manifest.variants))
+    # By default every variant ONNX Runtime runs on this CPU (not fp16-trt, which only TensorRT runs).
+    cpu_variants = [p for p in bundle.manifest.variants if p in DEVICE_PRECISIONS["cpu"]]
+    precisions = list(dict.fromkeys(args.precision or cpu_variants))
     chosen = list(dict.fromkeys(resolve_precision(bundle, precision, "cpu") for precision in precisions))
     reference_source = getattr(args, "reference_model", None) or (bundle.manifest.source if args.reference else None)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from embedrt.errors import ExportError
+from embedrt.errors import ExportError, missing_extra
 
 #: Fused operators worth reporting, in the order a reader expects them.
 FUSED_OPS = ("EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu", "Gelu", "FastGelu")
@@ -38,8 +38,11 @@ def optimize_graph(
     the same graph serves every CPU and the session applies them at load time.
     Raises :class:`ExportError` if fewer Attention nodes than layers fused, unless ``allow_unfused``.
     """
-    from onnxruntime.transformers.fusion_options import FusionOptions
-    from onnxruntime.transformers.optimizer import optimize_model
+    try:
+        from onnxruntime.transformers.fusion_options import FusionOptions
+        from onnxruntime.transformers.optimizer import optimize_model
+    except ImportError as err:
+        raise missing_extra("onnxruntime", "cpu,export", "embedrt export") from err
 
     options = FusionOptions("bert")
     options.enable_embed_layer_norm = embed_layer_norm

@@ -12,17 +12,19 @@ from pathlib import Path
 
 from embedrt.bundle import MANIFEST_NAME, TOKENIZER_NAME, Manifest, Variant, sha256_file, write_manifest
 from embedrt.errors import ExportError
+from embedrt.export.fp16 import CUDA_FLAVOUR, TRT_FLAVOUR, convert_fp16, measure_reference_parity
 from embedrt.export.load import DEFAULT_SOURCE, SourceModel, load_source
 from embedrt.export.onnx_export import export_transformer
 from embedrt.export.optimize import optimize_graph
-from embedrt.export.quantize import DEFAULT_INT8, Int8Recipe, quantize_int8
+from embedrt.export.quantize import DEFAULT_INT8, Int8Recipe, calibration_feeds, quantize_int8
 from embedrt.export.sentences import PARITY_SENTENCES
 from embedrt.export.validate import check_parity, measure_parity, reference_embeddings
 
 log = logging.getLogger(__name__)
 
-EXPORTABLE = ("fp32", "int8")
-FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx"}
+EXPORTABLE = ("fp32", "int8", "fp16")
+# "fp16" builds two flavours: fused for ONNX Runtime CUDA, plain for TensorRT (see export/fp16.py).
+FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx", "fp16": "model_fp16.onnx", "fp16-trt": "model_fp16_trt.onnx"}
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class ExportSettings:
     allow_unfused: bool = False
     fp32_min_cos: float = 0.99999
     int8_mean_cos: float = 0.99
+    fp16_min_cos: float = 0.999
     int8_recipe: Int8Recipe = DEFAULT_INT8
     force: bool = False
     sentences: tuple[str, ...] = field(default=PARITY_SENTENCES)
@@ -129,8 +132,13 @@ def _build(model: SourceModel, staging: Path, settings: ExportSettings, say: Cal
     recipes = {"fp32": {"fusion": report.counts}}
     if "int8" in settings.precisions:
         say(f"quantizing to int8 ({settings.int8_recipe.name})")
-        quantize_int8(staging / FILES["fp32"], staging / FILES["int8"], settings.int8_recipe)
-        recipes["int8"] = settings.int8_recipe.manifest_entry()
+        calibration = calibration_feeds(model, settings.sentences)
+        recipe = settings.int8_recipe
+        recipes["int8"] = quantize_int8(staging / FILES["fp32"], staging / FILES["int8"], recipe, calibration)
+    if "fp16" in settings.precisions:
+        say("converting to fp16 (fused graph for CUDA, plain graph for TensorRT)")
+        recipes["fp16"] = convert_fp16(staging / FILES["fp32"], staging / FILES["fp16"], CUDA_FLAVOUR)
+        recipes["fp16-trt"] = convert_fp16(raw, staging / FILES["fp16-trt"], TRT_FLAVOUR)
     shutil.rmtree(work)
     _save_tokenizer(model, staging / TOKENIZER_NAME)
 
@@ -138,10 +146,10 @@ def _build(model: SourceModel, staging: Path, settings: ExportSettings, say: Cal
         precision: Variant(
             file=FILES[precision],
             sha256=sha256_file(staging / FILES[precision]),
-            fused_attention=report.attention_fused,
+            fused_attention=report.attention_fused and precision != "fp16-trt",
             recipe=recipes[precision],
         )
-        for precision in settings.precisions
+        for precision in recipes
     }
     manifest = Manifest(
         source=model.source,
@@ -158,10 +166,15 @@ def _build(model: SourceModel, staging: Path, settings: ExportSettings, say: Cal
 
     say(f"checking parity against PyTorch on {len(settings.sentences)} sentences")
     reference = reference_embeddings(model.model, settings.sentences)
+    fp16_gate = (settings.fp16_min_cos, None)
     thresholds = {"fp32": (settings.fp32_min_cos, None), "int8": (None, settings.int8_mean_cos)}
+    thresholds.update({"fp16": fp16_gate, "fp16-trt": fp16_gate})
     measured = {}
-    for precision in settings.precisions:
-        parity = measure_parity(staging, precision, settings.sentences, reference)
+    for precision in variants:
+        if precision == "fp16-trt":  # no CPU provider runs it in fp16: the ONNX reference evaluator does
+            parity = measure_reference_parity(staging, staging / FILES[precision], settings.sentences, reference)
+        else:
+            parity = measure_parity(staging, precision, settings.sentences, reference)
         say(f"{precision}: min cos {parity.min_cos:.6f}, mean cos {parity.mean_cos:.6f}")
         check_parity(precision, parity, *thresholds[precision])
         measured[precision] = replace(variants[precision], parity=parity)

@@ -75,7 +75,9 @@ def _configure_logging() -> None:
 def serve(settings: ServerSettings) -> int:
     """Serve until SIGTERM or SIGINT; return 0 after a graceful drain."""
     _configure_logging()
-    encoder = Encoder.load(settings.bundle, precision=settings.precision, threads=settings.threads)
+    encoder = Encoder.load(
+        settings.bundle, precision=settings.precision, device=settings.device, threads=settings.threads
+    )
     sock = bind(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     app = create_app(encoder, settings)

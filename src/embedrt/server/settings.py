@@ -23,6 +23,7 @@ class ServerSettings:
 
     bundle: str
     precision: str = "auto"
+    device: str = "cpu"
     host: str = "127.0.0.1"
     port: int = 8080
     api_key: str | None = None
@@ -80,6 +81,14 @@ def _precision(text: str) -> str:
     return text
 
 
+def _device(text: str) -> str:
+    from embedrt.runtime.backends.select import DEVICES
+
+    if text not in DEVICES:
+        raise ValueError(f"expected one of {', '.join(DEVICES)}, got {text!r}")
+    return text
+
+
 def _nonempty(text: str) -> str:
     if not text.strip():
         raise ValueError("expected a non-empty value")
@@ -107,6 +116,7 @@ class Option:
 #: Every flag of ``embedrt serve`` except the bundle positional (``EMBEDRT_BUNDLE``).
 OPTIONS: tuple[Option, ...] = (
     Option("precision", _precision, "auto, fp32 or int8 (auto: int8 on CPU when the bundle has it)", "P"),
+    Option("device", _device, "cpu, cuda (ONNX Runtime CUDA) or tensorrt (a built engine)", "D"),
     Option("host", _nonempty, "address to bind; 0.0.0.0 exposes the server beyond this machine", "HOST"),
     Option("port", _int_in(0, 65535), "TCP port"),
     Option("api_key", _nonempty, "require 'Authorization: Bearer KEY'; prefer the variable, flags show in ps", "KEY"),

@@ -1,0 +1,176 @@
+"""One engine in one process: load it, embed the workload, time it, print one JSON line.
+
+Run by ``compare_cpu.py`` with whichever Python has the engine installed (embedrt's environment for
+``embedrt-*`` and ``st-torch``, the peers' virtual environment for the sentence-transformers ONNX
+backend and fastembed). Every engine goes through the same ``measure`` function, so they are timed
+alike: cold start (process start to first embedding), best of N passes, batch-1 latency after warm-up.
+
+    python engines.py measure ENGINE --work DIR --texts FILE [--threads 2] [--batch-size 32] [--rounds 2]
+    python engines.py prepare-st-onnx MODEL_DIR      (peers venv: writes O2 and qint8 ONNX models)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+STARTED = time.time()  # as close to process start as Python gets; the parent also records its spawn time
+
+Encode = Callable[[Sequence[str], int], object]
+
+ST_ONNX_FILES = {"st-onnx-o2": "onnx/model_O2.onnx", "st-onnx-qint8": "onnx/model_qint8_avx512_vnni.onnx"}
+
+
+def _ort_options(threads: int):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return options
+
+
+def load_engine(name: str, work: Path, threads: int) -> Encode:
+    """Start ``name`` on the artefacts under ``work`` (see compare_cpu.py) and return its encode."""
+    if name.startswith("embedrt-"):
+        from embedrt import Encoder
+
+        encoder = Encoder.load(work / "bundle", precision=name.split("-", 1)[1], threads=threads)
+        return lambda texts, batch_size: encoder.encode(list(texts), batch_size=batch_size)
+    if name == "st-torch":
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(threads)
+        model = SentenceTransformer(str(work / "model"), device="cpu")
+        return lambda texts, batch_size: model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True)
+    if name in ST_ONNX_FILES:
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(
+            str(work / "peer_model"),
+            device="cpu",
+            backend="onnx",
+            model_kwargs={
+                "file_name": ST_ONNX_FILES[name],
+                "provider": "CPUExecutionProvider",
+                "session_options": _ort_options(threads),
+            },
+        )
+        return lambda texts, batch_size: model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True)
+    if name == "fastembed":
+        import numpy as np
+        from fastembed import TextEmbedding
+        from fastembed.common.model_description import ModelSource, PoolingType
+
+        model_id = "embedrt-bench/standin-fused-fp32"
+        config = json.loads((work / "fastembed" / "config.json").read_text())
+        TextEmbedding.add_custom_model(
+            model=model_id,
+            pooling=PoolingType.MEAN,
+            normalization=False,
+            sources=ModelSource(hf=model_id),
+            dim=config["hidden_size"],
+            model_file="model.onnx",
+        )
+        model = TextEmbedding(
+            model_id, specific_model_path=str(work / "fastembed"), threads=threads, providers=["CPUExecutionProvider"]
+        )
+        return lambda texts, batch_size: np.stack(list(model.embed(list(texts), batch_size=batch_size)))
+    raise SystemExit(f"engines.py: unknown engine {name!r}")
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))]
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory: ``VmHWM`` (``ru_maxrss`` survives exec and reports the parent's peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1e3
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+
+
+def measure(encode: Encode, texts: Sequence[str], batch_size: int, rounds: int, latency_calls: int) -> dict:
+    """The same timing for every engine; ``first_embedding_at`` is wall-clock for the cold start."""
+    encode(texts[:1], 1)
+    first_embedding_at = time.time()
+    encode(texts[: 4 * batch_size], batch_size)  # warm-up: thread pools, allocator, kernel choices
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        encode(texts, batch_size)
+        best = min(best, time.perf_counter() - start)
+    step = max(1, len(texts) // latency_calls)
+    singles = list(texts[::step])[:latency_calls]
+    for text in singles[:20]:
+        encode([text], 1)
+    latencies = []
+    for text in singles:
+        start = time.perf_counter()
+        encode([text], 1)
+        latencies.append((time.perf_counter() - start) * 1e3)
+    return {
+        "first_embedding_at": first_embedding_at,
+        "import_started_at": STARTED,
+        "seconds": best,
+        "sentences": len(texts),
+        "sentences_per_s": len(texts) / best,
+        "latency_p50_ms": _percentile(latencies, 50),
+        "latency_p95_ms": _percentile(latencies, 95),
+        "latency_p99_ms": _percentile(latencies, 99),
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def prepare_st_onnx(model_dir: Path) -> None:
+    """Write sentence-transformers' own O2-optimized and avx512_vnni-quantized ONNX models into ``model_dir``."""
+    from sentence_transformers import (
+        SentenceTransformer,
+        export_dynamic_quantized_onnx_model,
+        export_optimized_onnx_model,
+    )
+
+    model = SentenceTransformer(str(model_dir), device="cpu", backend="onnx")
+    model.save(str(model_dir))
+    export_optimized_onnx_model(model, "O2", str(model_dir))
+    export_dynamic_quantized_onnx_model(model, "avx512_vnni", str(model_dir))
+    for file in ST_ONNX_FILES.values():
+        if not (model_dir / file).is_file():
+            raise SystemExit(f"engines.py: sentence-transformers did not write {model_dir / file}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("measure")
+    m.add_argument("engine")
+    m.add_argument("--work", type=Path, required=True)
+    m.add_argument("--texts", type=Path, required=True)
+    m.add_argument("--threads", type=int, default=2)
+    m.add_argument("--batch-size", type=int, default=32)
+    m.add_argument("--rounds", type=int, default=2)
+    m.add_argument("--latency-calls", type=int, default=200)
+    p = sub.add_parser("prepare-st-onnx")
+    p.add_argument("model_dir", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "prepare-st-onnx":
+        prepare_st_onnx(args.model_dir)
+        return 0
+    texts = args.texts.read_text(encoding="utf-8").splitlines()
+    encode = load_engine(args.engine, args.work, args.threads)
+    report = measure(encode, texts, args.batch_size, args.rounds, args.latency_calls)
+    print(json.dumps({"engine": args.engine, **report}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

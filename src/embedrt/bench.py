@@ -1,0 +1,352 @@
+"""``embedrt bench``: how fast a bundle runs on this machine, measured the way users run it.
+
+Each precision is measured in its own fresh process (``python -m embedrt.bench``), so cold start is
+real (new process to first embedding), peak RSS belongs to that precision alone, and engines never
+share a thread pool. Throughput is the best of ``rounds`` full passes of ``Encoder.encode`` over the
+workload after a warm-up; latency is batch-1 ``encode`` calls after their own warm-up.
+Runtime-only: this module never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from embedrt.errors import BackendError, EmbedrtError, InputError
+
+#: Texts in the built-in workload: the bundled Chinese sentences repeated in a fixed shuffled order.
+BUILTIN_SIZE = 1024
+#: Batch-1 calls timed for the latency percentiles (after ``LATENCY_WARMUP`` untimed ones).
+LATENCY_SAMPLES = 200
+LATENCY_WARMUP = 20
+#: How long one precision's worker may take before the bench gives up on it.
+WORKER_TIMEOUT_S = 1800
+#: What ``embedrt bench`` measures when no ``--precision`` is given.
+CPU_PRECISIONS = ("fp32", "int8")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What to measure; the same for every precision of one run."""
+
+    batch_size: int = 32
+    threads: int | None = None
+    rounds: int = 3
+    max_batch_tokens: int | None = None
+    latency_samples: int = LATENCY_SAMPLES
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "rounds", "latency_samples"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("threads", "max_batch_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InputError(f"{name} must be >= 1 or unset, got {value}")
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """One precision's figures. Latencies in milliseconds, cold start in seconds, RSS in MB."""
+
+    precision: str
+    engine: str
+    threads: int
+    sentences_per_s: float
+    tokens_per_s: float
+    gflops_per_s: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+    latency_p99_ms: float
+    cold_start_s: float
+    peak_rss_mb: float | None
+
+
+def builtin_workload(size: int = BUILTIN_SIZE) -> list[str]:
+    """A realistic Chinese workload: queries, dialogue, reviews and news lines (mean ~19 tokens)."""
+    text = resources.files("embedrt").joinpath("data/bench_zh.txt").read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if line.strip()]
+    # A fixed stride permutation, so every run sees the same order without touching global RNG state.
+    stride = 37  # coprime with the line count, so one cycle visits every line once
+    if len(lines) % stride == 0:
+        stride = 1
+    return [lines[(i * stride) % len(lines)] for i in range(size)]
+
+
+def flops_per_sentence(architecture: dict[str, Any], tokens: int) -> float:
+    """Multiply-adds x2 of a BERT encoder on one unpadded sentence of ``tokens`` tokens.
+
+    Per layer: the Q/K/V and output projections (4 h^2 per token), the FFN (2 h i per token) and the
+    attention scores and weighted sum (2 L h per token). Embeddings, LayerNorm and GELU are ignored.
+    """
+    layers = int(architecture.get("num_layers") or 0)
+    hidden = int(architecture.get("hidden_size") or 0)
+    inner = int(architecture.get("intermediate_size") or 4 * hidden)
+    per_layer = 2 * tokens * (4 * hidden * hidden + 2 * hidden * inner) + 4 * tokens * tokens * hidden
+    return float(layers * per_layer)
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted values."""
+    index = min(len(sorted_values) - 1, max(0, int(round(q / 100 * len(sorted_values) + 0.5)) - 1))
+    return sorted_values[index]
+
+
+def _peak_rss_mb() -> float | None:
+    """This process's peak resident memory.
+
+    Linux: ``VmHWM``, because ``ru_maxrss`` survives exec and so reports a large parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1e3  # kB
+    except OSError:
+        pass  # not Linux: fall back to getrusage below
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e6 if sys.platform == "darwin" else peak / 1e3  # bytes on macOS, KiB elsewhere
+
+
+def measure(bundle: str, precision: str, texts: Sequence[str], settings: BenchSettings) -> dict[str, Any]:
+    """Load ``bundle`` in this process and measure it; call in a fresh process for a true cold start."""
+    from embedrt import Encoder
+
+    encoder = Encoder.load(bundle, precision=precision, threads=settings.threads)
+    encoder.encode(texts[0])
+    first_embedding_at = time.time()
+
+    lengths = [len(encoding.ids) for encoding in encoder.tokenize(list(texts))]
+    flops = sum(flops_per_sentence(encoder.manifest.architecture, n) for n in lengths)
+    warmup = list(texts[: max(4 * settings.batch_size, 64)])
+    encoder.encode(warmup, batch_size=settings.batch_size, max_batch_tokens=settings.max_batch_tokens)
+    best = float("inf")
+    for _ in range(settings.rounds):
+        start = time.perf_counter()
+        encoder.encode(texts, batch_size=settings.batch_size, max_batch_tokens=settings.max_batch_tokens)
+        best = min(best, time.perf_counter() - start)
+
+    step = max(1, len(texts) // settings.latency_samples)
+    singles = list(texts[::step])[: settings.latency_samples]
+    for text in singles[:LATENCY_WARMUP]:
+        encoder.encode([text])
+    latencies = []
+    for text in singles:
+        start = time.perf_counter()
+        encoder.encode([text])
+        latencies.append((time.perf_counter() - start) * 1e3)
+    latencies.sort()
+    return {
+        "precision": encoder.precision,
+        "engine": encoder.backend.name,
+        "threads": getattr(getattr(encoder.backend, "settings", None), "threads", settings.threads or 0),
+        "first_embedding_at": first_embedding_at,
+        "seconds": best,
+        "sentences": len(texts),
+        "tokens": sum(lengths),
+        "flops": flops,
+        "latency_p50_ms": _percentile(latencies, 50),
+        "latency_p95_ms": _percentile(latencies, 95),
+        "latency_p99_ms": _percentile(latencies, 99),
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def bench_precision(bundle: str, precision: str, data: str | None, settings: BenchSettings) -> BenchResult:
+    """Measure one precision of ``bundle`` in a new process (``data=None``: the built-in workload)."""
+    job = {"bundle": bundle, "precision": precision, "data": data, "settings": asdict(settings)}
+    started = time.time()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "embedrt.bench", json.dumps(job)],
+            capture_output=True,
+            text=True,
+            timeout=WORKER_TIMEOUT_S,
+            env={**os.environ, "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "false")},
+        )
+    except subprocess.TimeoutExpired as err:
+        raise BackendError(
+            f"benchmarking {precision} took over {WORKER_TIMEOUT_S} s; use a smaller --data file or fewer --rounds"
+        ) from err
+    lines = done.stdout.strip().splitlines()
+    try:
+        report = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError) as err:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BackendError(f"the {precision} benchmark process failed (exit {done.returncode}): {tail}") from err
+    if "error" in report:
+        raise BackendError(f"benchmarking {precision}: {report['error']}")
+    seconds = report["seconds"]
+    return BenchResult(
+        precision=report["precision"],
+        engine=report["engine"],
+        threads=report["threads"],
+        sentences_per_s=report["sentences"] / seconds,
+        tokens_per_s=report["tokens"] / seconds,
+        gflops_per_s=report["flops"] / seconds / 1e9,
+        latency_p50_ms=report["latency_p50_ms"],
+        latency_p95_ms=report["latency_p95_ms"],
+        latency_p99_ms=report["latency_p99_ms"],
+        cold_start_s=report["first_embedding_at"] - started,
+        peak_rss_mb=report["peak_rss_mb"],
+    )
+
+
+def machine_facts() -> dict[str, Any]:
+    """What the figures depend on: CPU, usable cores, ONNX Runtime version."""
+    from embedrt.runtime.backends.ort import default_threads
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass  # not Linux: keep platform's answer
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ort = version("onnxruntime")
+    except PackageNotFoundError:
+        ort = "not installed"
+    return {"cpu": cpu, "usable_cores": default_threads(), "python": platform.python_version(), "onnxruntime": ort}
+
+
+def _workload(data: str | None) -> list[str]:
+    if data is None:
+        return builtin_workload()
+    from embedrt.textio import read_lines
+
+    texts = [text for text in read_lines(data) if text.strip()]
+    if not texts:
+        raise InputError(f"{data} has no non-empty lines to benchmark with")
+    return texts
+
+
+def _describe_workload(bundle: str, texts: Sequence[str], data: str | None) -> dict[str, Any]:
+    from embedrt.bundle import Bundle
+    from embedrt.runtime.tokenizer import TextTokenizer
+
+    opened = Bundle.open(bundle)
+    manifest = opened.manifest
+    tokenizer = TextTokenizer(opened.tokenizer_path, manifest.max_seq_length, manifest.do_lower_case)
+    lengths = sorted(tokenizer.count_tokens(texts))
+    flops = sum(flops_per_sentence(manifest.architecture, n) for n in lengths)
+    return {
+        "source": data or "built-in Chinese workload",
+        "texts": len(texts),
+        "mean_tokens": round(sum(lengths) / len(lengths), 1),
+        "p95_tokens": _percentile(lengths, 95),
+        "max_tokens": lengths[-1],
+        "gflop_per_text": round(flops / len(lengths) / 1e9, 3),
+    }
+
+
+def format_table(results: Sequence[BenchResult]) -> str:
+    """A fixed-width table, one row per precision."""
+    header = (
+        f"{'precision':9s} {'sent/s':>8s} {'tokens/s':>9s} {'GFLOP/s':>8s} {'p50 ms':>7s} {'p95 ms':>7s} "
+        f"{'p99 ms':>7s} {'cold s':>7s} {'RSS MB':>7s}"
+    )
+    rows = [header]
+    for r in results:
+        rss = f"{r.peak_rss_mb:7.0f}" if r.peak_rss_mb is not None else f"{'-':>7s}"
+        rows.append(
+            f"{r.precision:9s} {r.sentences_per_s:8.1f} {r.tokens_per_s:9.0f} {r.gflops_per_s:8.1f} "
+            f"{r.latency_p50_ms:7.2f} {r.latency_p95_ms:7.2f} {r.latency_p99_ms:7.2f} {r.cold_start_s:7.2f} {rss}"
+        )
+    return "\n".join(rows)
+
+
+def run_bench(
+    bundle: str, precisions: Sequence[str] | None, data: str | None, settings: BenchSettings
+) -> dict[str, Any]:
+    """Benchmark each precision of ``bundle`` (default: its fp32 and int8 variants); a JSON-ready report."""
+    from embedrt.bundle import Bundle
+
+    opened = Bundle.open(bundle)
+    # By default the variants ONNX Runtime runs on a CPU (fp16 variants are for GPUs).
+    cpu_variants = [p for p in opened.manifest.variants if p in CPU_PRECISIONS]
+    chosen = list(precisions or cpu_variants or opened.manifest.variants)
+    for precision in chosen:
+        opened.variant(precision)  # raises naming the variants the bundle has
+    texts = _workload(data)
+    if data is not None:
+        # The worker reads the same cleaned texts from a private copy (stdin files cannot be re-read).
+        handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt", delete=False)
+        with handle:
+            handle.write("\n".join(texts) + "\n")
+        worker_data: str | None = handle.name
+    else:
+        worker_data = None
+    try:
+        results = [bench_precision(str(opened.root), p, worker_data, settings) for p in chosen]
+    finally:
+        if worker_data is not None:
+            Path(worker_data).unlink(missing_ok=True)
+    return {
+        "bundle": str(opened.root),
+        "machine": machine_facts(),
+        "workload": _describe_workload(str(opened.root), texts, data),
+        "settings": asdict(settings),
+        "results": {r.precision: asdict(r) for r in results},
+    }
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    """``embedrt bench``: print a table (or one JSON object) of every requested precision."""
+    settings = BenchSettings(
+        batch_size=args.batch_size,
+        threads=args.threads,
+        rounds=getattr(args, "rounds", 3),
+        max_batch_tokens=getattr(args, "max_batch_tokens", None),
+    )
+    report = run_bench(args.bundle, args.precision, args.data, settings)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+        return 0
+    machine, workload = report["machine"], report["workload"]
+    results = [BenchResult(**r) for r in report["results"].values()]
+    print(f"bundle    {report['bundle']}")
+    print(f"machine   {machine['cpu']}, {machine['usable_cores']} usable cores, onnxruntime {machine['onnxruntime']}")
+    print(
+        f"workload  {workload['source']}: {workload['texts']} texts, mean {workload['mean_tokens']} tokens "
+        f"(p95 {workload['p95_tokens']}, max {workload['max_tokens']}), {workload['gflop_per_text']} GFLOP each"
+    )
+    print(
+        f"settings  batch {settings.batch_size}, threads {results[0].threads if results else settings.threads}, "
+        f"best of {settings.rounds} passes; latency = batch-1 encode, {settings.latency_samples} calls"
+    )
+    print(format_table(results))
+    return 0
+
+
+def _worker_main(argv: Sequence[str]) -> int:
+    """Entry of the per-precision process: measure, print one JSON line (errors too)."""
+    job = json.loads(argv[0])
+    try:
+        texts = _workload(job["data"])
+        report = measure(job["bundle"], job["precision"], texts, BenchSettings(**job["settings"]))
+    except EmbedrtError as err:
+        report = {"error": str(err)}
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main(sys.argv[1:]))

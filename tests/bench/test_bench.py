@@ -1,0 +1,125 @@
+"""``embedrt bench``: real runs on the tiny bundle in subprocesses, checked for sense, never for speed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from embedrt.bench import BenchSettings, builtin_workload, flops_per_sentence
+from embedrt.errors import InputError
+
+HEAVY = ("torch", "transformers", "optimum", "sentence_transformers")
+
+
+def run(*args, env=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "embedrt.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def one_line_error(result) -> str:
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.strip().splitlines() if line]
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("embedrt: error:"), result.stderr
+    return lines[0]
+
+
+def test_builtin_workload_is_chinese_and_fixed():
+    texts = builtin_workload()
+    assert len(texts) == 1024 and texts == builtin_workload()
+    assert len(set(texts)) > 80  # every bundled line appears, not one sentence repeated
+    assert all(text.strip() for text in texts)
+    assert sum(any("\u4e00" <= ch <= "\u9fff" for ch in text) for text in texts) > 0.9 * len(texts)
+
+
+def test_flops_match_the_hand_count_for_the_dmetasoul_student():
+    arch = {"num_layers": 4, "hidden_size": 768, "intermediate_size": 3072}
+    # 4 layers x (2 x 19 x (4 x 768^2 + 2 x 768 x 3072) + 4 x 19^2 x 768)
+    assert flops_per_sentence(arch, 19) == 4 * (2 * 19 * (4 * 768**2 + 2 * 768 * 3072) + 4 * 19**2 * 768)
+    assert 1.0e9 < flops_per_sentence(arch, 19) < 1.2e9
+    assert flops_per_sentence({}, 19) == 0.0  # a bundle without architecture facts reports no GFLOP/s
+
+
+def test_settings_reject_nonsense():
+    with pytest.raises(InputError, match="rounds"):
+        BenchSettings(rounds=0)
+    with pytest.raises(InputError, match="threads"):
+        BenchSettings(threads=0)
+
+
+@pytest.fixture(scope="module")
+def bench_report(tiny_bundle):
+    result = run("bench", tiny_bundle, "--json", "--rounds", "1", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    return json.loads(lines[0])
+
+
+def test_bench_json_reports_every_variant_with_sane_numbers(bench_report, tiny_bundle):
+    assert set(bench_report["results"]) == {"fp32", "int8"}
+    assert bench_report["workload"]["texts"] == 1024
+    assert 5 < bench_report["workload"]["mean_tokens"] < 40
+    for precision, row in bench_report["results"].items():
+        assert row["precision"] == precision
+        assert row["threads"] == 1
+        assert row["sentences_per_s"] > 0 and row["tokens_per_s"] > row["sentences_per_s"]
+        assert row["gflops_per_s"] > 0
+        assert 0 < row["latency_p50_ms"] <= row["latency_p95_ms"] <= row["latency_p99_ms"]
+        assert 0 < row["cold_start_s"] < 120
+        assert row["peak_rss_mb"] > 10
+
+
+def test_bench_table_and_data_file(tiny_bundle, tmp_path):
+    data = tmp_path / "texts.txt"
+    data.write_text("花呗怎么还款\n\n借呗额度为什么降低了\n今天天气不错\n", encoding="utf-8")
+    result = run("bench", tiny_bundle, "--data", data, "--precision", "int8", "--rounds", "1", "--batch-size", "2")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "3 texts" in out and "sent/s" in out and "p99 ms" in out
+    rows = [line for line in out.splitlines() if line.startswith("int8")]
+    assert len(rows) == 1 and not any(line.startswith("fp32") for line in out.splitlines())
+
+
+def test_bench_never_imports_torch(tiny_bundle, tmp_path):
+    """The bench and its worker processes run where torch & co. cannot be imported."""
+    for name in HEAVY:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked in this test')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    result = run("bench", tiny_bundle, "--precision", "fp32", "--rounds", "1", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["results"]["fp32"]["sentences_per_s"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        (("--precision", "fp16"), "no 'fp16' variant .*fp32, int8"),
+        (("--precision", "bf3"), "unknown precision|no 'bf3' variant"),
+        (("--data", "MISSING.txt"), "cannot read MISSING.txt"),
+    ],
+)
+def test_bench_bad_arguments_give_one_line_errors(tiny_bundle, args, pattern):
+    import re
+
+    message = one_line_error(run("bench", tiny_bundle, *args))
+    assert re.search(pattern, message), message
+
+
+def test_bench_empty_data_and_missing_bundle(tiny_bundle, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n", encoding="utf-8")
+    assert "no non-empty lines" in one_line_error(run("bench", tiny_bundle, "--data", empty))
+    assert "does not exist" in one_line_error(run("bench", tmp_path / "nope"))
+    result = run("bench", tiny_bundle, "--rounds", "0")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
