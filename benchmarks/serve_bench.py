@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -207,23 +206,10 @@ def make_plan(texts: list[str], requests: int, seed: int) -> list[list[str]]:
 
 
 def machine() -> dict:
-    import onnxruntime
+    from embedrt.bench import machine_facts
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": len(os.sched_getaffinity(0)),
-        "python": platform.python_version(),
-        "onnxruntime": onnxruntime.__version__,
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
+    facts = machine_facts()
+    return {**facts, "cores": facts["usable_cores"], "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
 def write_markdown(result: dict, path: Path) -> None:
