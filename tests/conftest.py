@@ -28,6 +28,17 @@ TEST_TEXTS = [
     "短",
 ]
 
+# A small mixed set (empty, short, mixed-language, full-width, long) for file and dataset round trips.
+SHORT_TEXTS = [
+    "花呗怎么还款",
+    "",
+    "今天天气不错！",
+    "混合 English 和中文 text 123",
+    "短",
+    "这是一个非常长的句子，" * 8,
+    "ＡＢＣ全角",
+]
+
 
 def _extra_chars() -> str:
     return "".join(sorted({ch for text in (*PARITY_SENTENCES, *TEST_TEXTS) for ch in text}))

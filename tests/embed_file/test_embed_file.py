@@ -13,15 +13,9 @@ from embedrt import Encoder, InputError
 from embedrt.cli import main
 from embedrt.embed_file import EmbedFileJob, InputFormat, embed_file, npy_header
 
-TEXTS = [
-    "花呗怎么还款",
-    "",
-    "今天天气不错！",
-    "混合 English 和中文 text 123",
-    "短",
-    "这是一个非常长的句子，" * 8,
-    "ＡＢＣ全角",
-]
+from ..conftest import SHORT_TEXTS
+
+TEXTS = SHORT_TEXTS
 
 
 @pytest.fixture(scope="module")

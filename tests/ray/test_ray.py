@@ -11,18 +11,12 @@ import ray  # the `ray` extra: a missing extra fails here rather than skipping
 from embedrt import Encoder, InputError
 from embedrt.ray import BundleEmbedder, embed_dataset, plan_workers
 
+from ..conftest import SHORT_TEXTS
+
 #: Ray Data has no timeout of its own: run each pipeline in a thread and fail instead of hanging.
 PIPELINE_SECONDS = 180
 
-TEXTS = [
-    "花呗怎么还款",
-    "",
-    "今天天气不错！",
-    "混合 English 和中文 text 123",
-    "短",
-    "这是一个非常长的句子，" * 8,
-    "ＡＢＣ全角",
-]
+TEXTS = SHORT_TEXTS
 
 
 def bounded(fn):
