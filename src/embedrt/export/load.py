@@ -38,6 +38,15 @@ class SourceModel:
         """The Hugging Face ``PreTrainedModel`` inside the first module."""
         return self.model[0].auto_model
 
+    def bundle_tokenizer(self) -> Any:
+        """A copy of the model's fast tokenizer set up as the bundle ships it: truncating, never padding."""
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_str(self.model.tokenizer.backend_tokenizer.to_str())
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_length=self.max_seq_length)
+        return tokenizer
+
     @property
     def architecture(self) -> dict[str, Any]:
         return {

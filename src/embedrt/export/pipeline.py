@@ -73,15 +73,6 @@ def _swap_into_place(staging: Path, output: Path) -> None:
         os.replace(staging, output)
 
 
-def _save_tokenizer(source: SourceModel, path: Path) -> None:
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_str(source.model.tokenizer.backend_tokenizer.to_str())
-    tokenizer.no_padding()
-    tokenizer.enable_truncation(max_length=source.max_seq_length)
-    tokenizer.save(str(path))
-
-
 def export_bundle(
     source: str | None,
     output: str | os.PathLike[str],
@@ -140,7 +131,7 @@ def _build(model: SourceModel, staging: Path, settings: ExportSettings, say: Cal
         recipes["fp16"] = convert_fp16(staging / FILES["fp32"], staging / FILES["fp16"], CUDA_FLAVOUR)
         recipes["fp16-trt"] = convert_fp16(raw, staging / FILES["fp16-trt"], TRT_FLAVOUR)
     shutil.rmtree(work)
-    _save_tokenizer(model, staging / TOKENIZER_NAME)
+    model.bundle_tokenizer().save(str(staging / TOKENIZER_NAME))
 
     variants = {
         precision: Variant(

@@ -58,11 +58,7 @@ DEFAULT_INT8 = SENSITIVE_FP32
 
 def calibration_feeds(source, sentences: Sequence[str]) -> list[dict[str, np.ndarray]]:
     """One unpadded feed per sentence, tokenized like the bundle (padding would skew the statistics)."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_str(source.model.tokenizer.backend_tokenizer.to_str())
-    tokenizer.no_padding()
-    tokenizer.enable_truncation(max_length=source.max_seq_length)
+    tokenizer = source.bundle_tokenizer()
     texts = [s.lower() if source.do_lower_case else s for s in sentences if s.strip()]
     feeds = []
     for encoding in tokenizer.encode_batch(texts):
