@@ -127,6 +127,35 @@ def run_engine(engine: str, python: Path, work: Path, texts_file: Path, args: ar
     return report
 
 
+def gemm_ceiling(work: Path, texts: list[str], threads: int) -> dict:
+    """How fast fp32 and int8 could go here: ONNX Runtime's GEMM speed over the workload's FLOPs.
+
+    Run in its own process like the engines. The FLOPs are those of the real tokens (no padding), so
+    the ceilings are upper bounds that no engine can pass with these kernels.
+    """
+    from embedrt.bench import flops_per_sentence
+    from embedrt.bundle import Bundle
+    from embedrt.runtime.tokenizer import TextTokenizer
+
+    done = subprocess.run(
+        [sys.executable, str(HERE / "engines.py"), "gemm-peak", "--threads", str(threads)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    peaks = json.loads(done.stdout.strip().splitlines()[-1])
+    bundle = Bundle.open(work / "bundle")
+    manifest = bundle.manifest
+    tokenizer = TextTokenizer(bundle.tokenizer_path, manifest.max_seq_length, manifest.do_lower_case)
+    flops = sum(flops_per_sentence(manifest.architecture, n) for n in tokenizer.count_tokens(texts)) / len(texts)
+    return {
+        **{key: round(value, 1) for key, value in peaks.items()},
+        "gflop_per_sentence": round(flops / 1e9, 3),
+        "fp32_ceiling_sentences_per_s": round(peaks["fp32_gop_s"] * 1e9 / flops, 1),
+        "int8_ceiling_sentences_per_s": round(peaks["int8_gop_s"] * 1e9 / flops, 1),
+    }
+
+
 def best_of(runs: list[dict]) -> dict:
     """Each figure at its best over the repeats (noise on a shared machine only ever slows things down)."""
     ok = [r for r in runs if "error" not in r]
@@ -166,7 +195,7 @@ def write_outputs(report: dict, out: Path) -> None:
     (out / "cpu.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     machine, workload = report["machine"], report["workload"]
     lines = [
-        f"Machine: {machine['cpu']}, {machine['threads']} threads, {machine['date']}. "
+        f"Machine: {machine['cpu']} ({machine.get('isa', '?')}), {machine['threads']} threads, {machine['date']}. "
         f"Workload: {workload['source']}, {workload['texts']} texts, batch {workload['batch_size']}; "
         f"best of {report['repeats']} alternated processes x {report['rounds']} passes.",
         "",
@@ -185,6 +214,22 @@ def write_outputs(report: dict, out: Path) -> None:
     if report["ratios"]:
         lines += ["", "| target | measured |", "|---|---|"]
         lines += [f"| {label} | {value} |" for label, value in report["ratios"].items()]
+    ceiling = report.get("ceiling")
+    if ceiling:
+        torch_row = report["results"].get("st-torch", {})
+        versus = (
+            f" ({ceiling['int8_ceiling_sentences_per_s'] / torch_row['sentences_per_s']:.1f}x the PyTorch row)"
+            if "sentences_per_s" in torch_row
+            else ""
+        )
+        lines += [
+            "",
+            f"Ceiling on this CPU ({machine['isa']}): ONNX Runtime runs an FFN-sized GEMM at "
+            f"{ceiling['fp32_gop_s']:.0f} GFLOP/s in fp32 and {ceiling['int8_gop_s']:.0f} GOP/s in int8 "
+            f"({ceiling['int8_gop_s'] / ceiling['fp32_gop_s']:.2f}x); at {ceiling['gflop_per_sentence']:.2f} GFLOP "
+            f"per sentence no engine using these kernels passes {ceiling['fp32_ceiling_sentences_per_s']:.0f} "
+            f"sentences/s in fp32 or {ceiling['int8_ceiling_sentences_per_s']:.0f} in int8{versus}.",
+        ]
     (out / "cpu.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     try:
         import matplotlib
@@ -261,6 +306,8 @@ def main() -> int:
                     f"[{repeat + 1}/{args.repeats}] {engine}: {report['sentences_per_s']:.1f} sent/s, "
                     f"p50 {report['latency_p50_ms']:.2f} ms, cold {report['cold_start_s']:.2f} s"
                 )
+    say("measuring ONNX Runtime's fp32 and int8 GEMM speed")
+    ceiling = gemm_ceiling(work, texts, args.threads)
     results = {engine: best_of(runs[engine]) for engine in engines}
     results.update(skipped)
     results = {e: results[e] for e in ENGINES if e in results}
@@ -271,6 +318,7 @@ def main() -> int:
     report = {
         "machine": {
             "cpu": facts["cpu"],
+            "isa": facts["isa"],
             "threads": args.threads,
             "usable_cores": facts["usable_cores"],
             "onnxruntime": facts["onnxruntime"],
@@ -283,6 +331,7 @@ def main() -> int:
         "repeats": args.repeats,
         "results": results,
         "ratios": ratios(results),
+        "ceiling": ceiling,
         "runs": runs,
     }
     write_outputs(report, args.out)

@@ -7,6 +7,7 @@ alike: cold start (process start to first embedding), best of N passes, batch-1 
 
     python engines.py measure ENGINE --work DIR --texts FILE [--threads 2] [--batch-size 32] [--rounds 2]
     python engines.py prepare-st-onnx MODEL_DIR      (peers venv: writes O2 and qint8 ONNX models)
+    python engines.py gemm-peak [--threads 2]          (ONNX Runtime's fp32 and int8 GEMM speed here)
 """
 
 from __future__ import annotations
@@ -131,6 +132,59 @@ def measure(encode: Encode, texts: Sequence[str], batch_size: int, rounds: int, 
     }
 
 
+def gemm_peak(threads: int, rows: int = 512, hidden: int = 768, inner: int = 3072) -> dict:
+    """ONNX Runtime's fp32 ``MatMul`` and int8 ``DynamicQuantizeMatMul`` speed on an FFN-sized GEMM.
+
+    The two kernels that carry a BERT's FLOPs; their speed is the ceiling for fp32 and int8 throughput
+    (``rows`` is about a batch of 32 short sentences).
+    """
+    import numpy as np
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((rows, hidden), dtype=np.float32)
+    graphs = {
+        "fp32": (
+            [helper.make_node("MatMul", ["x", "w"], ["y"])],
+            [numpy_helper.from_array(rng.standard_normal((hidden, inner), dtype=np.float32), "w")],
+        ),
+        "int8": (
+            [helper.make_node("DynamicQuantizeMatMul", ["x", "w", "scale", "zero"], ["y"], domain="com.microsoft")],
+            [
+                numpy_helper.from_array(rng.integers(-127, 128, (hidden, inner), dtype=np.int8), "w"),
+                numpy_helper.from_array(np.full(inner, 0.01, dtype=np.float32), "scale"),
+                numpy_helper.from_array(np.zeros(inner, dtype=np.int8), "zero"),
+            ],
+        ),
+    }
+    peaks = {}
+    for name, (nodes, weights) in graphs.items():
+        graph = helper.make_graph(
+            nodes,
+            name,
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, hidden])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            weights,
+        )
+        opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+        model = helper.make_model(graph, opset_imports=opsets)
+        model.ir_version = 9  # onnx 1.23 writes IR 14, newer than ONNX Runtime 1.31 loads
+        session = onnxruntime.InferenceSession(
+            model.SerializeToString(), _ort_options(threads), providers=["CPUExecutionProvider"]
+        )
+        for _ in range(5):
+            session.run(None, {"x": x})
+        best = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(10):
+                session.run(None, {"x": x})
+            best = min(best, (time.perf_counter() - start) / 10)
+        peaks[f"{name}_gop_s"] = 2 * rows * hidden * inner / best / 1e9
+    return peaks
+
+
 def prepare_st_onnx(model_dir: Path) -> None:
     """Write sentence-transformers' own O2-optimized and avx512_vnni-quantized ONNX models into ``model_dir``."""
     from sentence_transformers import (
@@ -161,7 +215,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     m.add_argument("--latency-calls", type=int, default=200)
     p = sub.add_parser("prepare-st-onnx")
     p.add_argument("model_dir", type=Path)
+    g = sub.add_parser("gemm-peak")
+    g.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    if args.command == "gemm-peak":
+        print(json.dumps(gemm_peak(args.threads)))
+        return 0
     if args.command == "prepare-st-onnx":
         prepare_st_onnx(args.model_dir)
         return 0

@@ -210,6 +210,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
+    from embedrt.evaluate import FORMATS
+
     p = sub.add_parser(
         "eval",
         help="Spearman/Pearson of cosine similarity against gold scores, per precision",
@@ -217,14 +219,14 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "cosine similarity and the gold score or label, one column per data file (named by its stem).",
     )
     p.add_argument("bundle")
-    p.add_argument("data", nargs="+", help="pair files (TSV s1<TAB>s2<TAB>score, JSONL, or STS benchmark TSV)")
+    p.add_argument("data", nargs="+", help="pair files (TSV s1<TAB>s2<TAB>score, JSONL, or an STS benchmark file)")
     p.add_argument("--precision", type=_precisions, default=None, help="comma-separated (default: all variants)")
     p.add_argument(
         "--format",
-        choices=("auto", "pairs", "jsonl", "stsb"),
+        choices=FORMATS,
         default="auto",
-        help="pairs: s1<TAB>s2<TAB>score; jsonl: sentence1/sentence2/score or label; stsb: TSV with a header "
-        "(default auto: detected per file)",
+        help="pairs: s1<TAB>s2<TAB>score; jsonl: sentence1/sentence2/score or label; stsb: TSV with a header; "
+        "sts: the STS benchmark as released (sts-test.csv) (default auto: detected per file)",
     )
     p.add_argument("--split", default="test", help="split to keep in a file with a split column (default: test; all)")
     p.add_argument("--reference", action="store_true", help="add the PyTorch model's row (needs embedrt[export])")

@@ -24,7 +24,9 @@ import numpy as np
 
 from embedrt.errors import EmbedrtError, InputError, InputTypeError, MissingExtraError, missing_extra
 
-FORMATS = ("auto", "pairs", "jsonl", "stsb")
+FORMATS = ("auto", "pairs", "jsonl", "stsb", "sts")
+#: Columns of the STS benchmark as released (``sts-test.csv``); some rows add source columns after them.
+STS_COLUMNS = ("genre", "file", "year", "id", "score", "sentence1", "sentence2")
 #: ``--split`` value that keeps every row of a file with a split column.
 ALL_SPLITS = "all"
 REFERENCE_ROW = "pytorch"
@@ -212,9 +214,36 @@ def _parse_stsb(path: Path, lines: list[bytes], split: str) -> list[tuple[str, s
     return rows
 
 
+def _parse_sts(path: Path, lines: list[bytes]) -> list[tuple[str, str, float]]:
+    rows = []
+    score, first, second = (STS_COLUMNS.index(name) for name in ("score", "sentence1", "sentence2"))
+    for number, raw in enumerate(lines, start=1):
+        where = f"{path}:{number}"
+        _no_blank(raw, where)
+        cells = _decode(raw, where).split("\t")
+        if len(cells) < len(STS_COLUMNS):
+            raise InputError(
+                f"{where}: expected at least {len(STS_COLUMNS)} tab-separated columns ({', '.join(STS_COLUMNS)}), "
+                f"found {len(cells)}"
+            )
+        rows.append((cells[first], cells[second], _score(cells[score].strip(), where, "score")))
+    return rows
+
+
+def _looks_like_sts_release(cells: list[str]) -> bool:
+    if len(cells) < len(STS_COLUMNS):
+        return False
+    try:
+        float(cells[STS_COLUMNS.index("score")])
+    except ValueError:
+        return False
+    return True
+
+
 def detect_format(path: Path, lines: list[bytes]) -> str:
     """``jsonl`` for ``.jsonl``/``.json`` files or lines starting with ``{``; ``stsb`` for a TSV whose first
-    line names sentence1 and sentence2; else ``pairs``."""
+    line names sentence1 and sentence2; ``sts`` for the STS benchmark as released (7 or more columns with
+    the score fifth); else ``pairs``."""
     suffixes = [suffix.lower() for suffix in path.suffixes if suffix.lower() != ".gz"]
     if suffixes and suffixes[-1] in (".jsonl", ".json"):
         return "jsonl"
@@ -223,8 +252,11 @@ def detect_format(path: Path, lines: list[bytes]) -> str:
     first = lines[0].lstrip()
     if first.startswith(b"{"):
         return "jsonl"
-    if _looks_like_header(first.decode("utf-8", errors="replace").split("\t")):
+    cells = first.decode("utf-8", errors="replace").split("\t")
+    if _looks_like_header(cells):
         return "stsb"
+    if _looks_like_sts_release(cells):
+        return "sts"
     return "pairs"
 
 
@@ -245,7 +277,9 @@ def load_pairs(path: str | Path, format: str = "auto", split: str = "test", name
     Formats: ``pairs`` is ``sentence1<TAB>sentence2<TAB>score_or_label`` (Chinese STS-B, LCQMC, BQ,
     AFQMC, PAWS-X); ``jsonl`` has ``sentence1``, ``sentence2`` and ``score`` or ``label`` per line; ``stsb``
     is a TSV with a header naming those columns (the STS benchmark's split/genre/.../score/sentence1/
-    sentence2), and ``split`` keeps the rows of one split (``all`` keeps every row). ``auto`` detects.
+    sentence2), and ``split`` keeps the rows of one split (``all`` keeps every row); ``sts`` is the STS
+    benchmark as released (``sts-test.csv``: genre, file, year, id, score, sentence1, sentence2, no
+    header). ``auto`` detects.
     Blank lines at the end of the file are ignored; a blank line elsewhere is an error.
     """
     if format not in FORMATS:
@@ -257,6 +291,8 @@ def load_pairs(path: str | Path, format: str = "auto", split: str = "test", name
         rows = _parse_pairs(path, lines)
     elif chosen == "jsonl":
         rows = _parse_jsonl(path, lines)
+    elif chosen == "sts":
+        rows = _parse_sts(path, lines)
     else:
         rows = _parse_stsb(path, lines, split)
     pairs = _pair_set(name or dataset_name(path), rows)

@@ -146,3 +146,25 @@ def test_dataset_names(path, name):
     from pathlib import Path
 
     assert dataset_name(Path(path)) == name
+
+
+def test_sts_benchmark_as_released(tmp_path):
+    """``sts-test.csv`` from the STS benchmark release: no header, score fifth, some rows with source columns."""
+    rows = [
+        "main-captions\tMSRvid\t2012test\t0024\t2.500\tA girl is styling her hair.\tA girl is brushing her hair.",
+        'main-news\theadlines\t2013\t0001\t0.000\tHe said "no".\tStocks fall.\tsrc-a\tsrc-b',
+        "main-forums\tdeft-forum\t2014\t0003\t5.000\tYes.\tYes.",
+    ]
+    path = write(tmp_path / "sts-test.csv", "\n".join(rows) + "\n")
+    for format in ("auto", "sts"):
+        loaded = load_pairs(path, format=format)
+        assert loaded.name == "sts-test"
+        assert loaded.sentences1 == ("A girl is styling her hair.", 'He said "no".', "Yes.")
+        assert loaded.sentences2 == ("A girl is brushing her hair.", "Stocks fall.", "Yes.")
+        np.testing.assert_array_equal(loaded.scores, [2.5, 0.0, 5.0])
+    short = write(tmp_path / "short.csv", rows[0] + "\nmain-captions\tMSRvid\t2012test\t0025\t1.0\tonly one\n")
+    with pytest.raises(InputError, match=r"short\.csv:2: expected at least 7 tab-separated columns \(genre, .*found 6"):
+        load_pairs(short)
+    bad = write(tmp_path / "bad.csv", rows[0] + "\nmain-captions\tMSRvid\t2012test\t0025\thigh\ta\tb\n")
+    with pytest.raises(InputError, match=r"bad\.csv:2: score 'high' is not a number"):
+        load_pairs(bad)
