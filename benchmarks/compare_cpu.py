@@ -133,9 +133,7 @@ def gemm_ceiling(work: Path, texts: list[str], threads: int) -> dict:
     Run in its own process like the engines. The FLOPs are those of the real tokens (no padding), so
     the ceilings are upper bounds that no engine can pass with these kernels.
     """
-    from embedrt.bench import flops_per_sentence
-    from embedrt.bundle import Bundle
-    from embedrt.runtime.tokenizer import TextTokenizer
+    from embedrt.bench import describe_workload
 
     done = subprocess.run(
         [sys.executable, str(HERE / "engines.py"), "gemm-peak", "--threads", str(threads)],
@@ -144,10 +142,7 @@ def gemm_ceiling(work: Path, texts: list[str], threads: int) -> dict:
         check=True,
     )
     peaks = json.loads(done.stdout.strip().splitlines()[-1])
-    bundle = Bundle.open(work / "bundle")
-    manifest = bundle.manifest
-    tokenizer = TextTokenizer(bundle.tokenizer_path, manifest.max_seq_length, manifest.do_lower_case)
-    flops = sum(flops_per_sentence(manifest.architecture, n) for n in tokenizer.count_tokens(texts)) / len(texts)
+    flops = describe_workload(str(work / "bundle"), texts, None)["gflop_per_text"] * 1e9
     return {
         **{key: round(value, 1) for key, value in peaks.items()},
         "gflop_per_sentence": round(flops / 1e9, 3),

@@ -253,7 +253,8 @@ def _workload(data: str | None) -> list[str]:
     return texts
 
 
-def _describe_workload(bundle: str, texts: Sequence[str], data: str | None) -> dict[str, Any]:
+def describe_workload(bundle: str, texts: Sequence[str], data: str | None) -> dict[str, Any]:
+    """Token lengths and FLOPs per text of ``texts`` under ``bundle``'s tokenizer and architecture."""
     from embedrt.bundle import Bundle
     from embedrt.runtime.tokenizer import TextTokenizer
 
@@ -317,7 +318,7 @@ def run_bench(
     return {
         "bundle": str(opened.root),
         "machine": machine_facts(),
-        "workload": _describe_workload(str(opened.root), texts, data),
+        "workload": describe_workload(str(opened.root), texts, data),
         "settings": asdict(settings),
         "results": {r.precision: asdict(r) for r in results},
     }
