@@ -219,7 +219,7 @@ def write_outputs(report: dict, out: Path) -> None:
         )
         lines += [
             "",
-            f"Ceiling on this CPU ({machine['isa']}): ONNX Runtime runs an FFN-sized GEMM at "
+            f"Ceiling on this CPU ({machine['isa']}): ONNX Runtime runs FFN-sized GEMMs at up to "
             f"{ceiling['fp32_gop_s']:.0f} GFLOP/s in fp32 and {ceiling['int8_gop_s']:.0f} GOP/s in int8 "
             f"({ceiling['int8_gop_s'] / ceiling['fp32_gop_s']:.2f}x); at {ceiling['gflop_per_sentence']:.2f} GFLOP "
             f"per sentence no engine using these kernels passes {ceiling['fp32_ceiling_sentences_per_s']:.0f} "
