@@ -125,3 +125,13 @@ def test_bench_empty_data_and_missing_bundle(tiny_bundle, tmp_path):
     assert "does not exist" in one_line_error(run("bench", tmp_path / "nope"))
     result = run("bench", tiny_bundle, "--rounds", "0")
     assert result.returncode != 0 and "Traceback" not in result.stderr
+
+
+def test_int8_note_only_without_native_int8_instructions():
+    from embedrt.bench import int8_note
+
+    assert "no VNNI/AMX" in int8_note("avx2", ["fp32", "int8"])
+    assert int8_note("avx2 avx512f avx512_vnni", ["fp32", "int8"]) is None
+    assert int8_note("avx2 avx_vnni", ["int8"]) is None
+    assert int8_note("avx2", ["fp32"]) is None  # nothing to say when int8 was not measured
+    assert int8_note("unknown", ["int8"]) is None  # not Linux: no flags to judge by
