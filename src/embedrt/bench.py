@@ -206,9 +206,10 @@ def bench_precision(bundle: str, precision: str, data: str | None, settings: Ben
     )
 
 
-#: Instruction sets that decide ONNX Runtime's GEMM speed: with AVX2 alone an int8 GEMM runs about
-#: 1.7x an fp32 one (measured); VNNI (AVX-512 or AVX) and AMX run int8 dot products natively, ~4x.
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+#: CPU flags with native int8 dot products: VNNI (AVX-512 or AVX) and AMX; int8 GEMMs up to ~4x fp32.
+NATIVE_INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+#: Instruction sets that decide ONNX Runtime's GEMM speed (with AVX2 alone an int8 GEMM ran 1.6-1.7x fp32 here).
+ISA_FLAGS = ("avx2", "avx512f", *NATIVE_INT8_FLAGS)
 
 
 def machine_facts() -> dict[str, Any]:
@@ -360,8 +361,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
 
 def int8_note(isa: str, precisions: Sequence[str]) -> str | None:
     """What to expect from int8 on a CPU without native int8 dot products (VNNI or AMX), else None."""
-    native = {"avx512_vnni", "avx_vnni", "amx_int8"}
-    if "int8" not in precisions or isa == "unknown" or native & set(isa.split()):
+    if "int8" not in precisions or isa == "unknown" or set(NATIVE_INT8_FLAGS) & set(isa.split()):
         return None
     return (
         "note      this CPU has no VNNI/AMX int8 instructions: on such CPUs ONNX Runtime's int8 GEMMs run about "
