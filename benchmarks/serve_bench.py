@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from embedrt.tools.bench import percentile
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "sts_zh_dev.tsv"
@@ -155,8 +157,8 @@ async def drive(url: str, plan: list[list[str]], concurrency: int) -> dict:
         "seconds": round(wall, 3),
         "requests_per_s": round(len(plan) / wall, 1),
         "sentences_per_s": round(sentences / wall, 1),
-        "p50_ms": round(float(np.percentile(ms, 50)), 1),
-        "p99_ms": round(float(np.percentile(ms, 99)), 1),
+        "p50_ms": round(percentile(sorted(ms), 50), 1),
+        "p99_ms": round(percentile(sorted(ms), 99), 1),
     }
 
 
@@ -195,8 +197,8 @@ def offline(bundle: Path, precision: str, threads: int, warm: list, plan: list, 
         "seconds": round(data["wall"], 3),
         "requests_per_s": round(len(plan) / data["wall"], 1),
         "sentences_per_s": round(sentences / data["wall"], 1),
-        "p50_ms": round(float(np.percentile(ms, 50)), 1),
-        "p99_ms": round(float(np.percentile(ms, 99)), 1),
+        "p50_ms": round(percentile(sorted(ms), 50), 1),
+        "p99_ms": round(percentile(sorted(ms), 99), 1),
     }
 
 
@@ -206,7 +208,7 @@ def make_plan(texts: list[str], requests: int, seed: int) -> list[list[str]]:
 
 
 def machine() -> dict:
-    from embedrt.bench import machine_facts
+    from embedrt.tools.bench import machine_facts
 
     facts = machine_facts()
     return {**facts, "cores": facts["usable_cores"], "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}

@@ -18,8 +18,8 @@ MODES = ("one-2-thread-session", "one-2-thread-session-no-spin", "two-1-thread-s
 
 def measure(bundle: str, precision: str, mode: str, texts: int, rounds: int) -> float:
     from embedrt import Encoder
-    from embedrt.bench import builtin_workload
     from embedrt.runtime.backends.ort import OrtBackend, OrtSettings
+    from embedrt.tools.bench import builtin_workload
 
     encoder = Encoder.load(bundle, precision=precision, threads=1)
     batches = encoder.batches(encoder.tokenize(builtin_workload(texts)), 32)

@@ -13,31 +13,7 @@ from pathlib import Path
 import pytest
 
 from embedrt.export.sentences import PARITY_SENTENCES
-
-# Sentences used across tests beyond the export's own parity set.
-TEST_TEXTS = [
-    "花呗怎么还款",
-    "我想查询一下我的订单状态，订单号是12345",
-    "今天天气不错！",
-    "",
-    "   ",
-    "混合 English 和中文 text 123",
-    "😀表情符号测试😀",
-    "这是一个非常长的句子，" * 40,
-    "ＡＢＣ全角",
-    "短",
-]
-
-# A small mixed set (empty, short, mixed-language, full-width, long) for file and dataset round trips.
-SHORT_TEXTS = [
-    "花呗怎么还款",
-    "",
-    "今天天气不错！",
-    "混合 English 和中文 text 123",
-    "短",
-    "这是一个非常长的句子，" * 8,
-    "ＡＢＣ全角",
-]
+from tests.helpers import TEST_TEXTS
 
 
 def _extra_chars() -> str:

@@ -7,18 +7,23 @@ bundle, can read it without any heavy dependency.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from embedrt.errors import BundleError
+from embedrt.files import atomic_write
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "embedrt.json"
+#: Held (``flock``) while a tool reads, changes and rewrites the manifest of an existing bundle.
+LOCK_NAME = ".embedrt.lock"
 TOKENIZER_NAME = "tokenizer.json"
 PRECISIONS = ("fp32", "int8", "fp16")
 
@@ -141,9 +146,14 @@ class Bundle:
             raise BundleError(f"bundle {root} is not a directory; pass the directory `embedrt export` wrote")
         manifest_path = root / MANIFEST_NAME
         if not manifest_path.is_file():
+            if any(root.iterdir()):
+                raise BundleError(
+                    f"{root} is not an embedrt bundle (it has no {MANIFEST_NAME}); pass the directory "
+                    "`embedrt export` wrote, or export into a new one: `embedrt export SOURCE -o NEW_DIR`"
+                )
             raise BundleError(
-                f"{manifest_path} is missing: {root} is not an embedrt bundle; "
-                f"create one with `embedrt export SOURCE -o {root}`"
+                f"{root} is an empty directory, not an embedrt bundle; create one there with "
+                f"`embedrt export SOURCE -o {root}`"
             )
         try:
             data = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -193,9 +203,36 @@ class Bundle:
 
 
 def write_manifest(root: Path, manifest: Manifest) -> Path:
-    """Write ``embedrt.json`` atomically (temporary file, then rename)."""
+    """Write ``embedrt.json`` atomically: readers see the old manifest or the new one, never half."""
     path = root / MANIFEST_NAME
-    tmp = root / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(manifest.to_json(), encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_write(path, "w", encoding="utf-8") as handle:
+        handle.write(manifest.to_json())
     return path
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on the bundle's lock file (no locking where ``fcntl`` does not exist)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: one writer at a time is the caller's business
+        yield
+        return
+    with open(root / LOCK_NAME, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def update_manifest(root: Path, change: Callable[[Manifest], Manifest]) -> Manifest:
+    """Re-read the manifest, apply ``change`` and write the result, all under the bundle's lock.
+
+    Tools that add to an existing bundle (``embedrt build-engine``) call this at the end of their
+    work, so two of them running at once both keep what they added.
+    """
+    with _locked(root):
+        manifest = change(Bundle.open(root).manifest)
+        write_manifest(root, manifest)
+    return manifest

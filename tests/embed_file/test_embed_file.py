@@ -11,9 +11,8 @@ import pytest
 
 from embedrt import Encoder, InputError
 from embedrt.cli import main
-from embedrt.embed_file import EmbedFileJob, InputFormat, embed_file, npy_header
-
-from ..conftest import SHORT_TEXTS
+from embedrt.tools.embed_file import EmbedFileJob, InputFormat, embed_file, npy_header
+from tests.helpers import SHORT_TEXTS, assert_one_line_error, run_cli_blocking
 
 TEXTS = SHORT_TEXTS
 
@@ -254,11 +253,45 @@ def test_cli_subprocess_with_progress_and_stdin(tiny_bundle, expected, tmp_path)
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".parquet"])
-def test_output_that_cannot_be_created_is_one_line(tiny_bundle, tmp_path, capsys, suffix):
+def test_output_that_cannot_be_created_is_one_line(tiny_bundle, tmp_path, capsys, monkeypatch, suffix):
+    import os
+
+    from embedrt import files
+
     src = tmp_path / "in.txt"
     src.write_text("a\n", encoding="utf-8")
-    (tmp_path / f".o{suffix}.partial").mkdir()  # opening it for writing fails, even as root
+    real_open = os.open
+
+    def refuse_partials(path, *args, **kwargs):  # as a full disk or a read-only directory would, even for root
+        if str(path).endswith(".partial"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(files.os, "open", refuse_partials)
     assert embed(tiny_bundle, src, "-o", tmp_path / f"o{suffix}") == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("embedrt: error: cannot") and "\n" not in err, err
     assert not (tmp_path / f"o{suffix}").exists()
+
+
+def test_device_is_passed_to_the_engine(tiny_bundle, tmp_path, capsys):
+    """``--device cuda`` asks for the GPU: here (no CUDA provider) that is a one-line error, never a CPU run."""
+    src = tmp_path / "in.txt"
+    src.write_text("a\n", encoding="utf-8")
+    assert embed(tiny_bundle, src, "-o", tmp_path / "o.npy", "--device", "cuda") == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("embedrt: error:") and "CUDAExecutionProvider" in err and "\n" not in err, err
+    assert not (tmp_path / "o.npy").exists()
+
+
+@pytest.mark.parametrize("direction", ["output", "input"])
+def test_parquet_without_pyarrow_names_the_io_extra(tiny_bundle, tmp_path, direction):
+    """A runtime-only install (``embedrt[cpu]``, no pyarrow): one line naming the extra, no traceback."""
+    src, out = tmp_path / "in.txt", tmp_path / "o.parquet"
+    src.write_text("a\n", encoding="utf-8")
+    if direction == "input":
+        src, out = tmp_path / "in.parquet", tmp_path / "o.npy"
+        pq.write_table(pa.table({"text": ["a"]}), src)
+    result = run_cli_blocking({"pyarrow"}, "embed-file", tiny_bundle, src, "-o", out, "--precision", "fp32")
+    assert_one_line_error(result, r'Parquet input and output needs pyarrow: pip install "embedrt\[io\]"')
+    assert not out.exists()

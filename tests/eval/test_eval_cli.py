@@ -2,50 +2,21 @@
 
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 
 from embedrt import Encoder
-from embedrt.evaluate import evaluate, load_pairs
-
-BLOCKER = r"""
-import importlib.abc, sys
-
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {blocked!r}:
-            raise ImportError(f"{{name}} is blocked in this test")
-        return None
-
-sys.meta_path.insert(0, Block())
-from embedrt.cli import main
-code = main({argv!r})
-if code == 0:
-    print("LOADED", sorted(m for m in sys.modules if m.split(".")[0] in {blocked!r}), file=sys.stderr)
-sys.exit(code)
-"""
+from embedrt.tools.evaluate.metrics import evaluate
+from embedrt.tools.evaluate.readers import load_pairs
+from tests.helpers import assert_one_line_error, run_cli, run_cli_blocking
 
 
 def run(*args, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "embedrt.cli", "eval", *map(str, args)], capture_output=True, text=True, timeout=timeout
-    )
+    return run_cli("eval", *args, timeout=timeout)
 
 
 def run_blocked(blocked, *args, timeout=300):
-    code = BLOCKER.format(blocked=set(blocked), argv=["eval", *map(str, args)])
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
-
-
-def one_line_error(result) -> str:
-    assert result.returncode == 1, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("embedrt: error:")]
-    assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
-    assert "Traceback" not in result.stderr
-    return errors[0]
+    return run_cli_blocking(blocked, "eval", *args, timeout=timeout)
 
 
 def test_json_for_one_file_has_the_documented_shape(tiny_bundle, pairs_tsv):
@@ -104,13 +75,13 @@ def test_several_files_give_one_column_each(tiny_bundle, pairs, tmp_path):
     ],
 )
 def test_user_errors_are_one_line(tiny_bundle, pairs_tsv, tmp_path, make_args, pattern):
-    assert re.search(pattern, one_line_error(run(*make_args(tiny_bundle, pairs_tsv, tmp_path))))
+    assert re.search(pattern, assert_one_line_error(run(*make_args(tiny_bundle, pairs_tsv, tmp_path))))
 
 
 def test_malformed_line_is_one_line_error_with_location(tiny_bundle, tmp_path):
     bad = tmp_path / "bq.tsv"
     bad.write_text("甲\t乙\t1\n丙\t丁\t0\n戊\t己\n", encoding="utf-8")
-    assert re.search(r"bq\.tsv:3: expected 3 tab-separated columns", one_line_error(run(tiny_bundle, bad)))
+    assert re.search(r"bq\.tsv:3: expected 3 tab-separated columns", assert_one_line_error(run(tiny_bundle, bad)))
 
 
 def test_runs_without_torch_or_scipy(tiny_bundle, pairs_tsv):
@@ -122,7 +93,7 @@ def test_runs_without_torch_or_scipy(tiny_bundle, pairs_tsv):
 
 def test_reference_without_the_export_extra_names_the_install(tiny_bundle, pairs_tsv):
     result = run_blocked(("torch", "sentence_transformers"), tiny_bundle, pairs_tsv, "--reference")
-    assert 'pip install "embedrt[export]"' in one_line_error(result)
+    assert 'pip install "embedrt[export]"' in assert_one_line_error(result)
     assert "fp32" not in result.stderr  # refused before any precision ran
 
 

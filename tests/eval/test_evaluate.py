@@ -6,7 +6,8 @@ from scipy import stats
 
 from embedrt import Encoder
 from embedrt.errors import InputError, InputTypeError
-from embedrt.evaluate import cosine_scores, evaluate, load_pairs
+from embedrt.tools.evaluate.metrics import cosine_scores, evaluate
+from embedrt.tools.evaluate.readers import load_pairs
 
 
 class CountingEncoder:
@@ -67,7 +68,7 @@ def test_bad_pairs_raise_typed_errors(fp32, bad, error, pattern):
 
 
 def test_reference_row_agrees_with_fp32(fp32, tiny_model_dir, pairs):
-    from embedrt.evaluate import load_reference
+    from embedrt.tools.evaluate.run import load_reference
 
     reference = load_reference(str(tiny_model_dir))
     np.testing.assert_allclose(cosine_scores(reference, pairs), cosine_scores(fp32, pairs), atol=1e-4)
@@ -75,7 +76,7 @@ def test_reference_row_agrees_with_fp32(fp32, tiny_model_dir, pairs):
 
 
 def test_reference_that_is_not_here_is_an_input_error(tmp_path):
-    from embedrt.evaluate import load_reference
+    from embedrt.tools.evaluate.run import load_reference
 
     with pytest.raises(InputError, match="is not a directory here; pass the model's directory with --reference-model"):
         load_reference(str(tmp_path / "gone"))

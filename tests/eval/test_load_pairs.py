@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from embedrt.errors import InputError
-from embedrt.evaluate import dataset_name, load_pairs
+from embedrt.tools.evaluate.readers import dataset_name, load_pairs
 
 STSB_HEADER = "split\tgenre\tdataset\tyear\tsid\tscore\tsentence1\tsentence2\n"
 
@@ -40,7 +40,7 @@ def test_jsonl_label_or_score(tmp_path):
     np.testing.assert_array_equal(loaded.scores, [1.0, 0.0, 3.5])
     # Detected by content too, whatever the file is called.
     renamed = write(tmp_path / "afqmc_dev.txt", path.read_text(encoding="utf-8"))
-    assert load_pairs(renamed).scores.tolist() == [1.0, 0.0, 3.5]
+    assert list(load_pairs(renamed).scores) == [1.0, 0.0, 3.5]
 
 
 def test_stsb_header_and_split(tmp_path):
@@ -68,7 +68,7 @@ def test_stsb_header_and_split(tmp_path):
 def test_header_without_split_column_keeps_every_row(tmp_path):
     path = write(tmp_path / "pawsx.tsv", "id\tsentence1\tsentence2\tlabel\n1\t甲\t乙\t1\n2\t丙\t丁\t0\n")
     loaded = load_pairs(path)
-    assert loaded.sentences1 == ("甲", "丙") and loaded.scores.tolist() == [1.0, 0.0]
+    assert loaded.sentences1 == ("甲", "丙") and list(loaded.scores) == [1.0, 0.0]
 
 
 def test_bom_and_trailing_blank_lines(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from embedrt.evaluate import average_ranks, pearson, spearman
+from embedrt.tools.evaluate.metrics import average_ranks, pearson, spearman
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -16,7 +16,7 @@ import pytest
 from embedrt.bundle import Bundle
 from embedrt.errors import BackendError
 from embedrt.runtime.backends import tensorrt as trt_backend
-from embedrt.runtime.trt_build import EngineRecord, Profile
+from embedrt.runtime.backends.trt_engines import EngineRecord, Profile
 
 
 class FakeCudart:

@@ -11,7 +11,7 @@ from embedrt import Encoder
 from embedrt.bundle import Bundle
 from embedrt.export.fp16 import CUDA_FLAVOUR, MASK_VALUE, TRT_FLAVOUR, _replace_mask_constants
 from embedrt.export.validate import cosine_rows
-from tests.conftest import TEST_TEXTS
+from tests.helpers import TEST_TEXTS
 
 
 def _graph(bundle, precision: str) -> onnx.ModelProto:

@@ -17,7 +17,7 @@ from embedrt import Encoder
 from embedrt.bundle import Bundle
 from embedrt.export.sentences import PARITY_SENTENCES
 from embedrt.export.validate import cosine_rows
-from tests.conftest import TEST_TEXTS
+from tests.helpers import TEST_TEXTS
 
 TEXTS = [t for t in TEST_TEXTS if t.strip()] + list(PARITY_SENTENCES[:30])
 
@@ -66,7 +66,7 @@ def test_cuda_parity_and_batch_invariance(fp16_bundle, precision):
 
 @pytest.mark.skipif(not HAS_TRT, reason="needs an NVIDIA GPU, tensorrt and cuda-python")
 def test_tensorrt_engine_parity_batch_invariance_and_chunking(fp16_bundle, copy_bundle):
-    from embedrt.runtime.trt_build import build_engine
+    from embedrt.tools.build_engine import build_engine
 
     bundle = copy_bundle(fp16_bundle)
     reference = Encoder.load(bundle, precision="fp32", device="cpu").encode(TEXTS)
@@ -85,7 +85,7 @@ def test_tensorrt_engine_parity_batch_invariance_and_chunking(fp16_bundle, copy_
 
 @pytest.mark.skipif(not HAS_ORT_TRT, reason="needs an NVIDIA GPU and onnxruntime-gpu with TensorRT")
 def test_onnxruntime_tensorrt_provider_parity(fp16_bundle, copy_bundle):
-    from embedrt.runtime.trt_build import build_engine
+    from embedrt.tools.build_engine import build_engine
 
     bundle = copy_bundle(fp16_bundle)
     reference = Encoder.load(bundle, precision="fp32", device="cpu").encode(TEXTS)

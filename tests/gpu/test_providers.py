@@ -13,7 +13,8 @@ from embedrt.bundle import Bundle
 from embedrt.errors import BackendError, BundleError
 from embedrt.runtime.backends import ort_cuda, select
 from embedrt.runtime.encoder import resolve_precision
-from tests.integration.test_cli import assert_one_line_error, run
+from tests.helpers import assert_one_line_error
+from tests.helpers import run_cli as run
 
 
 def _has_cuda_provider() -> bool:

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from embedrt import BackendError, BundleError, EmbedrtError, Encoder, InputError, InputTypeError
+from embedrt import BackendError, BundleError, Encoder, InputError, InputTypeError
 from embedrt.export.validate import cosine_rows
 
 
@@ -104,8 +104,3 @@ def test_corrupt_or_missing_tokenizer(copy_bundle, tiny_bundle):
     (bundle / "tokenizer.json").unlink()
     with pytest.raises(BundleError, match="tokenizer.json is missing"):
         Encoder.load(bundle)
-
-
-def test_every_error_is_an_embedrt_error():
-    for cls in (BundleError, InputError, InputTypeError, BackendError):
-        assert issubclass(cls, EmbedrtError)

@@ -8,28 +8,8 @@ import numpy as np
 import pytest
 
 from embedrt import Encoder
-
-
-def run(*args, input=None, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "embedrt.cli", *map(str, args)],
-        capture_output=True,
-        text=input is None or isinstance(input, str),
-        input=input,
-        timeout=timeout,
-    )
-
-
-def assert_one_line_error(result, pattern):
-    import re
-
-    assert result.returncode != 0
-    err = result.stderr.decode() if isinstance(result.stderr, bytes) else result.stderr
-    lines = [line for line in err.strip().splitlines() if line]
-    errors = [line for line in lines if line.startswith("embedrt: error:")]
-    assert len(errors) == 1 and lines[-1] == errors[0], err  # progress may precede it, nothing follows
-    assert "Traceback" not in err
-    assert re.search(pattern, errors[0]), errors[0]
+from tests.helpers import assert_one_line_error
+from tests.helpers import run_cli as run
 
 
 def test_export_info_encode_round_trip(tiny_model_dir, tmp_path):
@@ -84,22 +64,52 @@ def test_encode_errors(tiny_bundle, tmp_path):
 
 
 def test_hub_id_offline_is_one_line(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "embedrt.cli",
-            "export",
-            "DMetaSoul/sbert-chinese-qmc-domain-v1",
-            "-o",
-            str(tmp_path / "b"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    result = run("export", "DMetaSoul/sbert-chinese-qmc-domain-v1", "-o", tmp_path / "b", env=env)
+    assert_one_line_error(result, "pass that local directory")
+
+
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        ((), "the following arguments are required: COMMAND"),
+        (("frobnicate",), "invalid choice: 'frobnicate'"),
+        (("encode",), "the following arguments are required: bundle"),
+        (("encode", "b", "x", "--batch-size", "0"), "--batch-size: expected a number >= 1, got 0"),
+        (("encode", "b", "x", "--precision", "fp8"), "--precision: unknown precision 'fp8'; use one of: auto, fp32"),
+        (("bench", "b", "--precision", "fp32,,bf3"), "unknown precision 'bf3'"),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_1(args, pattern):
+    """argparse's own errors too: one line and status 1, as for every other user error (not usage + 2)."""
+    message = assert_one_line_error(run(*args), pattern)
+    assert "usage:" not in message
+
+
+def test_building_the_parser_loads_no_engine_and_no_numpy():
+    code = (
+        "import sys\nfrom embedrt.cli import build_parser\nbuild_parser()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'numpy', 'tokenizers', 'onnxruntime', 'torch'}"
+        " or m.startswith('embedrt.tools.evaluate.metrics')))"
     )
-    err_lines = [line for line in result.stderr.splitlines() if line.startswith("embedrt: error:")]
-    assert result.returncode == 1 and len(err_lines) == 1
-    assert "pass that local directory" in err_lines[0]
-    assert "Traceback" not in result.stderr
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout.startswith("embedrt ")
+
+
+def test_help_names_every_precision_serve_runs():
+    help_text = " ".join(run("serve", "--help").stdout.split())
+    assert "fp32, int8, fp16" in help_text
+
+
+def test_a_directory_that_is_not_a_bundle_gets_advice_that_works(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a bundle")
+    message = assert_one_line_error(run("encode", tmp_path, "hello"), "is not an embedrt bundle")
+    assert f"-o {tmp_path}" not in message and "NEW_DIR" in message  # export would refuse this directory
+
+
+def test_encode_summary_says_the_vectors_are_float32(tiny_bundle, tmp_path):
+    result = run("encode", tiny_bundle, "a", "b", "--precision", "int8", "--output", tmp_path / "v.npy")
+    assert result.returncode == 0, result.stderr
+    assert "wrote 2 x 32 float32 embeddings (int8 variant) to" in result.stderr

@@ -82,13 +82,22 @@ def test_existing_bundle_needs_force_and_is_replaced_whole(tiny_model_dir, tiny_
     assert _leftovers(tmp_path, "bundle") == []
 
 
-def test_force_refuses_to_replace_a_directory_that_is_not_a_bundle(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("force", [False, True])
+def test_a_directory_that_is_not_a_bundle_is_never_replaced(tiny_model_dir, tmp_path, force):
     precious = tmp_path / "data"
     precious.mkdir()
     (precious / "keep.txt").write_text("mine")
-    with pytest.raises(ExportError, match="not an embedrt bundle"):
-        export_bundle(str(tiny_model_dir), precious, ExportSettings(force=True))
+    with pytest.raises(ExportError, match="not an embedrt bundle; export to a new directory") as refused:
+        export_bundle(str(tiny_model_dir), precious, ExportSettings(force=force))
+    assert "--force" not in str(refused.value)  # it would not help, so it is not advised
     assert (precious / "keep.txt").read_text() == "mine"
+
+
+def test_an_empty_directory_is_a_fine_destination(tiny_model_dir, tmp_path):
+    out = tmp_path / "empty"
+    out.mkdir()
+    export_bundle(str(tiny_model_dir), out, ExportSettings(precisions=("fp32",)))
+    assert set(Bundle.open(out).manifest.variants) == {"fp32"}
 
 
 def test_hub_id_without_network_fails_fast_with_the_fix(tmp_path, monkeypatch):

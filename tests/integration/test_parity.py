@@ -6,8 +6,7 @@ import pytest
 from embedrt import Encoder
 from embedrt.export.sentences import PARITY_SENTENCES
 from embedrt.export.validate import cosine_rows
-
-from ..conftest import TEST_TEXTS
+from tests.helpers import TEST_TEXTS
 
 TEXTS = list(PARITY_SENTENCES) + TEST_TEXTS
 MODELS = ["tiny", "minilm", "dmetasoul"]

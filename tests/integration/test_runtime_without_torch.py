@@ -1,28 +1,16 @@
 """The runtime imports and encodes in a process where torch and friends cannot be imported."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 
 from embedrt import Encoder
+from tests.helpers import run_python_blocking
 
 BLOCKED = ("torch", "transformers", "optimum", "sentence_transformers")
 
-SCRIPT = r"""
-import importlib.abc, json, sys
-
-BLOCKED = {blocked!r}
-
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"{{name}} is blocked in this test")
-        return None
-
-sys.meta_path.insert(0, Block())
-
+SCRIPT = """
+import json
 from embedrt import Encoder
 from embedrt.cli import main
 
@@ -35,8 +23,7 @@ print(json.dumps({{"loaded": loaded, "vectors": vectors.tolist(), "precision": e
 
 
 def test_runtime_never_imports_torch(tiny_bundle):
-    code = SCRIPT.format(blocked=BLOCKED, bundle=str(tiny_bundle))
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = run_python_blocking(BLOCKED, SCRIPT.format(bundle=str(tiny_bundle)), timeout=120)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["loaded"] == []

@@ -18,9 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers import API_KEY
+
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 30.0
-API_KEY = "test-key"
 
 
 def free_port() -> int:

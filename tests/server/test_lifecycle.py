@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,8 +13,7 @@ import numpy as np
 import pytest
 
 from embedrt import Encoder
-
-from ..integration.test_cli import assert_one_line_error
+from tests.helpers import TEST_TEXTS, assert_one_line_error, run_cli
 
 IN_FLIGHT_TIMEOUT = 30.0
 
@@ -77,7 +74,6 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(start_server, tiny_b
 
 def test_int8_server_is_close_to_offline_whatever_the_batch_mates(start_server, tiny_bundle):
     """Dynamic int8 picks activation scales per batch, so only a cosine bound holds (fp32 is exact)."""
-    from tests.conftest import TEST_TEXTS
 
     server = start_server(tiny_bundle, "--precision", "int8", "--threads", "1", "--max-wait-ms", "20")
     offline_int8 = Encoder.load(tiny_bundle, precision="int8", threads=1)
@@ -94,26 +90,15 @@ def test_int8_server_is_close_to_offline_whatever_the_batch_mates(start_server, 
         assert cosine.min() >= 0.995, (texts, cosine)  # tiny random model; 0.999 on the full-size stand-in
 
 
-def run_cli(*args, env=None, timeout=120):
-    import os
-
-    return subprocess.run(
-        [sys.executable, "-m", "embedrt.cli", "serve", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
-
-
 def test_startup_errors_are_one_line(tiny_bundle, tmp_path):
-    assert_one_line_error(run_cli(tmp_path / "missing"), "does not exist")
-    assert_one_line_error(run_cli(tiny_bundle, env={"EMBEDRT_PORT": "http"}), "EMBEDRT_PORT: expected a whole number")
-    assert_one_line_error(run_cli(tiny_bundle, "--max-wait-ms", "-1"), "--max-wait-ms: expected a number")
-    assert_one_line_error(run_cli(tiny_bundle, "--precision", "int4"), "--precision: expected one of")
-    assert_one_line_error(run_cli(env={"EMBEDRT_BUNDLE": ""}), "no bundle given")
+    assert_one_line_error(run_cli("serve", tmp_path / "missing"), "does not exist")
+    port_env = {"EMBEDRT_PORT": "http"}
+    assert_one_line_error(run_cli("serve", tiny_bundle, env=port_env), "EMBEDRT_PORT: expected a whole number")
+    assert_one_line_error(run_cli("serve", tiny_bundle, "--max-wait-ms", "-1"), "--max-wait-ms: expected a number")
+    assert_one_line_error(run_cli("serve", tiny_bundle, "--precision", "int4"), "--precision: unknown precision 'int4'")
+    assert_one_line_error(run_cli("serve", env={"EMBEDRT_BUNDLE": ""}), "no bundle given")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        assert_one_line_error(run_cli(tiny_bundle, "--port", port), f"cannot listen on 127.0.0.1:{port}")
+        assert_one_line_error(run_cli("serve", tiny_bundle, "--port", port), f"cannot listen on 127.0.0.1:{port}")

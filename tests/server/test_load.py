@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 
 from embedrt.export.sentences import PARITY_SENTENCES
-from tests.server.conftest import API_KEY
+from tests.helpers import API_KEY
 
 CLIENTS = 64
 REQUESTS_PER_CLIENT = 5

@@ -10,8 +10,7 @@ import numpy as np
 import openai
 import pytest
 
-from tests.conftest import TEST_TEXTS
-from tests.server.conftest import API_KEY
+from tests.helpers import API_KEY, TEST_TEXTS
 
 TEXTS = [text for text in TEST_TEXTS if len(text) <= 1000][:16]
 LONG = "这是一个非常长的句子，" * 40  # 440 characters: over the tiny model's 64 tokens

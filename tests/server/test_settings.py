@@ -55,7 +55,7 @@ def test_environment_fills_what_flags_leave_out():
         (("b", "--port", "70000"), {}, "--port: expected a number between 0 and 65535"),
         (("b",), {"EMBEDRT_MAX_BATCH_TOKENS": "lots"}, "EMBEDRT_MAX_BATCH_TOKENS: expected a whole number"),
         (("b",), {"EMBEDRT_THREADS": "0"}, "EMBEDRT_THREADS: expected a number >= 1"),
-        (("b", "--precision", "fp64"), {}, "--precision: expected one of auto, fp32, int8"),
+        (("b", "--precision", "fp64"), {}, "--precision: unknown precision .fp64.; use one of: auto, fp32, int8, fp16"),
         (("b", "--host", " "), {}, "--host: expected a non-empty value"),
         ((), {}, "no bundle given"),
     ],

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from embedrt.bundle import FORMAT_VERSION, Bundle, Manifest, Parity, Pooling, Variant, sha256_file, write_manifest
-from embedrt.errors import BundleError, EmbedrtError
+from embedrt.errors import BundleError
 
 
 def _manifest(**over):
@@ -30,7 +30,11 @@ def test_manifest_round_trips(tmp_path):
 def test_missing_and_not_a_bundle(tmp_path):
     with pytest.raises(BundleError, match="does not exist"):
         Bundle.open(tmp_path / "nope")
-    with pytest.raises(BundleError, match="embedrt.json is missing"):
+    with pytest.raises(BundleError, match="empty directory, not an embedrt bundle; create one there with"):
+        Bundle.open(tmp_path)
+    (tmp_path / "notes.txt").write_text("not a bundle")
+    # Advice that works: export refuses to replace a non-bundle directory, so do not suggest exporting into it.
+    with pytest.raises(BundleError, match=r"no embedrt.json\); pass the directory .* -o NEW_DIR`"):
         Bundle.open(tmp_path)
 
 
@@ -66,7 +70,3 @@ def test_unknown_variant_lists_what_exists(tmp_path):
     write_manifest(tmp_path, _manifest())
     with pytest.raises(BundleError, match=r"no 'int8' variant \(it has: fp32\)"):
         Bundle.open(tmp_path).variant("int8")
-
-
-def test_errors_share_one_tree():
-    assert issubclass(BundleError, EmbedrtError)

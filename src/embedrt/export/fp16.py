@@ -77,13 +77,13 @@ TRT_FLAVOUR = Fp16Flavour(
 )
 
 
-def _replace_mask_constants(model) -> int:
+def _replace_mask_constants(model: Any) -> int:
     """Set float constants below fp16's range (the attention-mask fill) to :data:`MASK_VALUE`."""
     from onnx import numpy_helper
 
     fp16_lowest = float(np.finfo(np.float16).min)
 
-    def fix(tensor) -> bool:
+    def fix(tensor: Any) -> bool:
         if tensor.data_type != 1:  # FLOAT
             return False
         values = numpy_helper.to_array(tensor)
@@ -160,6 +160,7 @@ def measure_reference_parity(
     for encoding in tokenizer.encode(texts):
         batch = pad_batch([encoding], with_token_types=True)
         (hidden,) = evaluator.run(None, {name: value for name, value in batch.items() if name in declared})
+        hidden = np.asarray(hidden)
         if not np.isfinite(hidden).all():
             raise ExportError(f"{graph.name} produced inf/NaN in fp16 on {len(encoding.ids)} tokens")
         rows.append(pool(hidden, batch["attention_mask"], manifest.pooling)[0])

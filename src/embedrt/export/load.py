@@ -153,7 +153,8 @@ def load_source(source: str, max_seq_length: int | None = None) -> SourceModel:
     if pooling is None:
         raise ExportError(f"{source}: no Pooling module; embedrt needs one to make sentence embeddings")
 
-    config = model[0].auto_model.config
+    first: Any = model[0]  # the Transformer module; typed loosely, like the Hugging Face config it holds
+    config: Any = first.auto_model.config
     if config.model_type not in SUPPORTED_MODEL_TYPES:
         raise ExportError(
             f"{source}: model type {config.model_type!r} is not supported (embedrt exports: "
@@ -174,8 +175,8 @@ def load_source(source: str, max_seq_length: int | None = None) -> SourceModel:
         source=source,
         pooling=pooling,
         normalize=normalize,
-        max_seq_length=int(model.max_seq_length),
-        dim=int(model.get_embedding_dimension()),
+        max_seq_length=int(model.max_seq_length or config.max_position_embeddings),
+        dim=int(model.get_embedding_dimension() or config.hidden_size),
         do_lower_case=bool(getattr(model[0], "do_lower_case", False)),
         num_layers=int(config.num_hidden_layers),
         hidden_size=int(config.hidden_size),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 from embedrt.errors import ExportError
 
@@ -13,7 +14,7 @@ OUTPUT_NAME = "last_hidden_state"
 OPSET = 17
 
 
-def export_transformer(transformer, path: Path, opset: int = OPSET) -> Path:
+def export_transformer(transformer: Any, path: Path, opset: int = OPSET) -> Path:
     """Write ``transformer`` (a ``BertModel`` with eager attention) as ONNX to ``path``.
 
     Inputs go by keyword through a wrapper: transformers 5 takes other arguments positionally.
@@ -22,11 +23,11 @@ def export_transformer(transformer, path: Path, opset: int = OPSET) -> Path:
     import torch
 
     class _ByKeyword(torch.nn.Module):
-        def __init__(self, model) -> None:
+        def __init__(self, model: Any) -> None:
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids, attention_mask, token_type_ids):
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
             return out.last_hidden_state
 

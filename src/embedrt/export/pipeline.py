@@ -53,13 +53,21 @@ class ExportSettings:
 
 
 def _prepare_destination(output: Path, force: bool) -> None:
-    if not output.exists():
+    """Refuse an ``output`` the export must not replace: a bundle without ``force``, or anything else that exists.
+
+    A missing or empty directory is free; an existing bundle is replaced only with ``--force``; a file or a
+    directory with other contents is never replaced, so that advice is not given.
+    """
+    if not output.exists() or (output.is_dir() and not any(output.iterdir())):
         return
-    if not force:
-        raise ExportError(f"{output} already exists; pass --force to replace it")
-    looks_like_bundle = output.is_dir() and ((output / MANIFEST_NAME).exists() or not any(output.iterdir()))
-    if not looks_like_bundle:
-        raise ExportError(f"{output} exists and is not an embedrt bundle; refusing to replace it even with --force")
+    if output.is_dir() and (output / MANIFEST_NAME).exists():
+        if not force:
+            raise ExportError(f"{output} already exists; pass --force to replace it")
+        return
+    raise ExportError(
+        f"{output} exists and is not an embedrt bundle; export to a new directory (embedrt only ever "
+        "replaces a bundle, never other files)"
+    )
 
 
 def _swap_into_place(staging: Path, output: Path) -> None:

@@ -7,11 +7,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from embedrt.errors import ExportError
+
+if TYPE_CHECKING:
+    from embedrt.export.load import SourceModel
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ SENSITIVE_FP32 = Int8Recipe(name="dynamic-per-channel-sqnr23", min_input_sqnr_db
 DEFAULT_INT8 = SENSITIVE_FP32
 
 
-def calibration_feeds(source, sentences: Sequence[str]) -> list[dict[str, np.ndarray]]:
+def calibration_feeds(source: SourceModel, sentences: Sequence[str]) -> list[dict[str, np.ndarray]]:
     """One unpadded feed per sentence, tokenized like the bundle (padding would skew the statistics)."""
     tokenizer = source.bundle_tokenizer()
     texts = [s.lower() if source.do_lower_case else s for s in sentences if s.strip()]

@@ -7,10 +7,12 @@ Its numbers are meaningless; its shape, speed and export behaviour are those of 
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import string
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 _PUNCTUATION = "，。！？；：、“”‘’（）【】《》～…—·￥％＋－＝／＼＠＃＆＊" + string.punctuation
@@ -84,11 +86,13 @@ def build_standin(
     import torch
     from sentence_transformers import SentenceTransformer
 
+    from transformers import BertConfig, BertModel, BertTokenizerFast  # type: ignore[attr-defined]
+
     try:
-        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+        modules: Any = importlib.import_module("sentence_transformers.sentence_transformer.modules")
     except ImportError:  # sentence-transformers < 6
-        from sentence_transformers.models import Normalize, Pooling, Transformer
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+        modules = importlib.import_module("sentence_transformers.models")
+    Normalize, Pooling, Transformer = modules.Normalize, modules.Pooling, modules.Transformer
 
     directory = Path(directory)
     hf_dir = directory / "_hf"

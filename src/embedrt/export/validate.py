@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,7 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1) / np.maximum(norms, 1e-30)
 
 
-def reference_embeddings(model, sentences: Sequence[str], batch_size: int = 8) -> np.ndarray:
+def reference_embeddings(model: Any, sentences: Sequence[str], batch_size: int = 8) -> np.ndarray:
     """What ``SentenceTransformer.encode`` gives: the numbers the bundle must reproduce."""
     return model.encode(list(sentences), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
 

@@ -12,8 +12,9 @@ from tokenizers import Encoding
 from embedrt.bundle import PRECISIONS, Bundle, Manifest
 from embedrt.errors import BundleError, InputError, InputTypeError
 from embedrt.runtime.backends.base import Backend
-from embedrt.runtime.backends.select import AUTO_PRECISION, DEVICES, open_backend
+from embedrt.runtime.backends.select import open_backend
 from embedrt.runtime.batching import pad_batch, plan_batches
+from embedrt.runtime.devices import AUTO_PRECISION, DEVICES
 from embedrt.runtime.pooling import l2_normalize, pool
 from embedrt.runtime.tokenizer import TextTokenizer
 
@@ -49,10 +50,6 @@ class EncodedBatch:
 
     positions: np.ndarray
     inputs: dict[str, np.ndarray]
-
-    @property
-    def tokens(self) -> int:
-        return int(self.inputs["attention_mask"].sum())
 
 
 class Encoder:

@@ -8,7 +8,6 @@ Importing this package loads nothing heavy; the ``server`` extra is needed only 
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 
 from embedrt.errors import missing_extra
@@ -16,12 +15,8 @@ from embedrt.errors import missing_extra
 SERVER_PACKAGES = ("fastapi", "uvicorn", "prometheus_client")
 
 
-def run_serve_command(args: argparse.Namespace) -> int:
-    """Entry point of ``embedrt serve``: settings from flags and environment, then serve until SIGTERM."""
+def require_server_extra() -> None:
+    """Raise :class:`~embedrt.errors.MissingExtraError` naming the ``server`` extra if a package is absent."""
     for package in SERVER_PACKAGES:
         if importlib.util.find_spec(package) is None:
             raise missing_extra(package.replace("_", "-"), "server", "embedrt serve")
-    from embedrt.server.serve import serve
-    from embedrt.server.settings import resolve_settings
-
-    return serve(resolve_settings(vars(args)))

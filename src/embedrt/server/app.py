@@ -11,9 +11,10 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request, Response
@@ -139,7 +140,7 @@ def create_app(encoder: Encoder, settings: ServerSettings) -> FastAPI:
             )
         return parse_json_object(await request.body())
 
-    async def render(make_body, *args) -> Response:
+    async def render(make_body: Callable[..., bytes], *args: Any) -> Response:
         vectors = args[0]
         body = make_body(*args) if vectors.size <= INLINE_RENDER_FLOATS else await asyncio.to_thread(make_body, *args)
         return Response(body, media_type=JSON)

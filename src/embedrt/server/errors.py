@@ -9,6 +9,7 @@ and as TEI's ``{"error", "error_type"}`` elsewhere, and counts it in the failure
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from enum import Enum
 
 from fastapi import FastAPI, Request
@@ -91,7 +92,7 @@ def classify(err: BaseException) -> tuple[ErrorKind, str, str | None]:
     return ErrorKind.BACKEND, f"internal error ({type(err).__name__}); see the server log", None
 
 
-def install_error_handlers(app: FastAPI, on_failure) -> None:
+def install_error_handlers(app: FastAPI, on_failure: Callable[[ErrorKind], None]) -> None:
     """Route every exception through :data:`STATUS`; ``on_failure(kind)`` counts it."""
 
     async def handle(request: Request, err: Exception) -> JSONResponse:

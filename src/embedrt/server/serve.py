@@ -86,7 +86,7 @@ def serve(settings: ServerSettings) -> int:
         lifespan="on",
         access_log=False,
         log_level="info",
-        timeout_graceful_shutdown=settings.graceful_timeout_s,
+        timeout_graceful_shutdown=round(settings.graceful_timeout_s),
         server_header=False,
         backlog=2048,
     )

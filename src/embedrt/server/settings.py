@@ -1,20 +1,20 @@
 """Settings of ``embedrt serve``: one frozen value, read from flags, then ``EMBEDRT_*`` variables, then defaults.
 
 This module is the single list of serve options: the CLI builds its flags from :data:`OPTIONS`, so a
-flag, its environment variable, its default and its check cannot drift apart. Standard library only.
+flag, its environment variable, its default and its check cannot drift apart. The options serve shares
+with other commands (precision, device, threads) are the rows of :mod:`embedrt.options`. Standard
+library only.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from embedrt.bundle import PRECISIONS
 from embedrt.errors import InputError
-
-ENV_PREFIX = "EMBEDRT_"
+from embedrt.options import DEVICE, ENV_PREFIX, PRECISION, THREADS, Option, nonempty, whole_number
 
 
 @dataclass(frozen=True)
@@ -60,73 +60,22 @@ class ServerSettings:
         }
 
 
-def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            number = int(text.strip())
-        except ValueError:
-            raise ValueError(f"expected a whole number, got {text!r}") from None
-        if number < low or (high is not None and number > high):
-            bound = f"between {low} and {high}" if high is not None else f">= {low}"
-            raise ValueError(f"expected a number {bound}, got {number}")
-        return number
-
-    return parse
-
-
-def _precision(text: str) -> str:
-    choices = ("auto", *PRECISIONS)
-    if text not in choices:
-        raise ValueError(f"expected one of {', '.join(choices)}, got {text!r}")
-    return text
-
-
-def _device(text: str) -> str:
-    from embedrt.runtime.backends.select import DEVICES
-
-    if text not in DEVICES:
-        raise ValueError(f"expected one of {', '.join(DEVICES)}, got {text!r}")
-    return text
-
-
-def _nonempty(text: str) -> str:
-    if not text.strip():
-        raise ValueError("expected a non-empty value")
-    return text
-
-
-@dataclass(frozen=True)
-class Option:
-    """One serve option: its flag, its environment variable, how to parse it, and its help."""
-
-    field: str
-    parse: Callable[[str], Any]
-    help: str
-    metavar: str = "N"
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.field.replace("_", "-")
-
-    @property
-    def env(self) -> str:
-        return ENV_PREFIX + self.field.upper()
-
-
 #: Every flag of ``embedrt serve`` except the bundle positional (``EMBEDRT_BUNDLE``).
 OPTIONS: tuple[Option, ...] = (
-    Option("precision", _precision, "auto, fp32 or int8 (auto: int8 on CPU when the bundle has it)", "P"),
-    Option("device", _device, "cpu, cuda (ONNX Runtime CUDA) or tensorrt (a built engine)", "D"),
-    Option("host", _nonempty, "address to bind; 0.0.0.0 exposes the server beyond this machine", "HOST"),
-    Option("port", _int_in(0, 65535), "TCP port"),
-    Option("api_key", _nonempty, "require 'Authorization: Bearer KEY'; prefer the variable, flags show in ps", "KEY"),
-    Option("max_batch_tokens", _int_in(1), "padded tokens per engine run"),
-    Option("max_wait_ms", _int_in(0, 60_000), "longest a request waits for batch-mates"),
-    Option("max_concurrent_requests", _int_in(1), "embedding requests in flight; beyond it: 429"),
-    Option("max_client_batch_size", _int_in(1), "texts per request; beyond it: 413"),
-    Option("max_input_chars", _int_in(1), "characters per text; beyond it: 413"),
-    Option("threads", _int_in(1), "ONNX Runtime intra-op threads (default: all usable cores)"),
-    Option("max_batch_requests", _int_in(1), "requests merged per engine cycle (default: no limit; 1 = no batching)"),
+    PRECISION,
+    DEVICE,
+    Option("host", nonempty, "address to bind; 0.0.0.0 exposes the server beyond this machine", "HOST"),
+    Option("port", whole_number(0, 65535), "TCP port"),
+    Option("api_key", nonempty, "require 'Authorization: Bearer KEY'; prefer the variable, flags show in ps", "KEY"),
+    Option("max_batch_tokens", whole_number(1), "padded tokens per engine run"),
+    Option("max_wait_ms", whole_number(0, 60_000), "longest a request waits for batch-mates"),
+    Option("max_concurrent_requests", whole_number(1), "embedding requests in flight; beyond it: 429"),
+    Option("max_client_batch_size", whole_number(1), "texts per request; beyond it: 413"),
+    Option("max_input_chars", whole_number(1), "characters per text; beyond it: 413"),
+    THREADS,
+    Option(
+        "max_batch_requests", whole_number(1), "requests merged per engine cycle (default: no limit; 1 = no batching)"
+    ),
 )
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +16,6 @@ DEVICE_PROVIDERS = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
 }
-
-
-def default_threads() -> int:
-    """Cores this process may run on (respects taskset/cgroup affinity, unlike ``os.cpu_count``)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -39,7 +31,7 @@ class OrtSettings:
     spin: bool = True
 
 
-def import_onnxruntime():
+def import_onnxruntime() -> Any:
     try:
         import onnxruntime
     except ImportError as err:
@@ -52,7 +44,10 @@ class OrtBackend:
 
     def __init__(self, model_path: Path, device: str = "cpu", settings: OrtSettings | None = None) -> None:
         ort = import_onnxruntime()
-        settings = settings or OrtSettings(threads=default_threads())
+        if settings is None:
+            from embedrt.runtime.threads import default_threads
+
+            settings = OrtSettings(threads=default_threads())
         provider = DEVICE_PROVIDERS.get(device)
         if provider is None:
             raise BackendError(

@@ -19,7 +19,7 @@ from embedrt.runtime.backends.ort import import_onnxruntime
 GPU_INSTALL = 'pip uninstall -y onnxruntime && pip install "embedrt[gpu]"  (onnxruntime-gpu)'
 
 
-def gpu_session(model_path: Path, providers: Sequence[tuple[str, dict[str, Any]]], threads: int = 1):
+def gpu_session(model_path: Path, providers: Sequence[tuple[str, dict[str, Any]]], threads: int = 1) -> Any:
     """An ``InferenceSession`` whose first provider really is ``providers[0]``, else :class:`BackendError`.
 
     The CPU provider is appended for the few shape ops GPU providers hand back; ``threads`` sizes its pool.
@@ -57,7 +57,7 @@ def gpu_session(model_path: Path, providers: Sequence[tuple[str, dict[str, Any]]
 class BoundRunner:
     """Runs one session through IO binding: inputs copied to the device once, outputs left there until read."""
 
-    def __init__(self, session, device: str = "cuda", device_id: int = 0) -> None:
+    def __init__(self, session: Any, device: str = "cuda", device_id: int = 0) -> None:
         self._session = session
         self._device = device
         self._device_id = device_id

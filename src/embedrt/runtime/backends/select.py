@@ -5,15 +5,9 @@ from __future__ import annotations
 from embedrt.bundle import Bundle
 from embedrt.errors import BackendError, BundleError
 from embedrt.runtime.backends.base import Backend
-from embedrt.runtime.backends.ort import OrtBackend, OrtSettings, default_threads
-
-#: Devices ``Encoder.load`` accepts: ONNX Runtime on the CPU, ONNX Runtime's CUDA provider, a TensorRT engine.
-DEVICES = ("cpu", "cuda", "tensorrt")
-#: What ``precision="auto"`` picks per device, best first.
-AUTO_PRECISION = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32"), "tensorrt": ("fp16",)}
-#: Precisions each device can run. int8 is dynamic quantization (MatMulInteger, DynamicQuantizeLinear):
-#: the CUDA provider has no kernels for it and would hand those nodes to the CPU.
-DEVICE_PRECISIONS = {"cpu": ("fp32", "int8", "fp16"), "cuda": ("fp16", "fp32"), "tensorrt": ("fp16",)}
+from embedrt.runtime.backends.ort import OrtBackend, OrtSettings
+from embedrt.runtime.devices import DEVICE_PRECISIONS, DEVICES
+from embedrt.runtime.threads import default_threads
 
 
 def open_backend(bundle: Bundle, precision: str, device: str, threads: int | None, verify: bool = True) -> Backend:

@@ -1,21 +1,25 @@
 """TensorRT engines: a built ``.plan`` run with ``execute_async_v3``, or ONNX Runtime's TensorRT provider.
 
-Which one runs is written in the manifest's engine record (``embedrt build-engine --runner``); both
+Which one runs is written in the manifest's engine record (``embedrt build-engine --runner``, see
+:mod:`embedrt.runtime.backends.trt_engines`); both
 need an engine built on this machine first, and a missing or mismatched one is an error, never a
 slower path. ``tensorrt`` and ``cuda-python`` are imported only when an engine is opened.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from embedrt.bundle import Bundle, sha256_file
 from embedrt.errors import BackendError, BundleError
+from embedrt.runtime.backends.base import Backend
+from embedrt.runtime.backends.ort import import_onnxruntime
 from embedrt.runtime.backends.ort_cuda import BoundRunner, gpu_session
-from embedrt.runtime.trt_build import (
+from embedrt.runtime.backends.trt_engines import (
     TRT_VARIANT,
     EngineRecord,
     Profile,
@@ -36,11 +40,27 @@ def _check_width(width: int, profile: Profile, where: str) -> None:
         )
 
 
-def _in_chunks(batch: Mapping[str, np.ndarray], rows: int):
+def _in_chunks(batch: Mapping[str, np.ndarray], rows: int) -> Iterator[dict[str, np.ndarray]]:
     """Split a batch along its rows so no piece exceeds the profile's maximum batch."""
     total = len(batch["input_ids"])
     for start in range(0, total, rows):
         yield {name: value[start : start + rows] for name, value in batch.items()}
+
+
+def graph_input_names(model_path: Path) -> tuple[str, ...]:
+    """The inputs ``model_path`` declares, read by a CPU session that loads the graph without optimizing it.
+
+    The TensorRT provider needs a profile shape per input before its own session exists.
+    """
+    ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # ORT raises its own exception types, not exported stably
+        raise BackendError(f"ONNX Runtime could not read the inputs of {model_path.name}: {err}") from err
+    return tuple(node.name for node in session.get_inputs())
 
 
 class TensorrtBackend:
@@ -135,8 +155,8 @@ class OrtTensorrtBackend:
 
     def __init__(self, model_path: Path, cache_dir: Path, profile: Profile, workspace_gb: float = 4.0) -> None:
         self._profile = profile
-        names = ("input_ids", "attention_mask", "token_type_ids")
-        options = {
+        names = graph_input_names(model_path)
+        options: dict[str, Any] = {
             "device_id": 0,
             "trt_engine_cache_enable": True,
             "trt_engine_cache_path": str(cache_dir),
@@ -151,7 +171,10 @@ class OrtTensorrtBackend:
             "trt_profile_opt_shapes": profile.ort_option("opt", names),
             "trt_profile_max_shapes": profile.ort_option("max", names),
         }
-        providers = [("TensorrtExecutionProvider", options), ("CUDAExecutionProvider", {"device_id": 0})]
+        providers: list[tuple[str, dict[str, Any]]] = [
+            ("TensorrtExecutionProvider", options),
+            ("CUDAExecutionProvider", {"device_id": 0}),
+        ]
         self._runner = BoundRunner(gpu_session(model_path, providers))
         self.input_names = self._runner.input_names
         self.name = "onnxruntime-tensorrt"
@@ -163,7 +186,7 @@ class OrtTensorrtBackend:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def open_tensorrt_backend(bundle: Bundle, precision: str, verify: bool = True):
+def open_tensorrt_backend(bundle: Bundle, precision: str, verify: bool = True) -> Backend:
     """The engine listed in ``bundle`` that fits this GPU, for ``device="tensorrt"``."""
     if precision != "fp16" or TRT_VARIANT not in bundle.manifest.variants:
         raise BundleError(

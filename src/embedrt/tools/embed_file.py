@@ -1,15 +1,14 @@
 """``embedrt embed-file``: embed a text, JSONL, CSV or Parquet file of any size into Parquet or ``.npy``.
 
 Memory stays constant: rows are read, embedded and written one chunk at a time (the encoder sorts by
-token length within a chunk). Output goes to a hidden ``.NAME.partial`` file that is renamed only when
-the whole input has been embedded, so a failed or interrupted run leaves no output rather than a
-truncated one. A bad row stops the run with its line (or row) number unless ``--skip-bad-rows``.
+token length within a chunk). Output goes to a hidden partial file (:class:`embedrt.files.PartialFile`)
+that replaces OUTPUT only when the whole input has been embedded, so a failed or interrupted run leaves
+no output rather than a truncated one. A bad row stops the run with its line (or row) number unless
+``skip_bad_rows``.
 """
 
 from __future__ import annotations
 
-import argparse
-import codecs
 import csv
 import io
 import json
@@ -26,6 +25,7 @@ from typing import IO, Any
 import numpy as np
 
 from embedrt.errors import InputError, missing_extra
+from embedrt.files import PartialFile, detect_format, iter_lines
 
 #: Rows embedded per ``Encoder.encode`` call: big enough to sort well by length, small in memory.
 DEFAULT_CHUNK_ROWS = 4096
@@ -47,31 +47,17 @@ class InputFormat(str, Enum):
     PARQUET = "parquet"
 
 
-SUFFIX_FORMATS = {
-    ".txt": InputFormat.TEXT,
-    ".text": InputFormat.TEXT,
-    ".jsonl": InputFormat.JSONL,
-    ".ndjson": InputFormat.JSONL,
-    ".csv": InputFormat.CSV,
-    ".tsv": InputFormat.TSV,
-    ".parquet": InputFormat.PARQUET,
-    ".pq": InputFormat.PARQUET,
-}
-
-
-def detect_format(path: str, requested: str = "auto") -> InputFormat:
+def input_format(path: str, requested: str = "auto") -> InputFormat:
     """The input format asked for, or the one the file name says."""
+    choices = [f.value for f in InputFormat]
     if requested != "auto":
-        try:
-            return InputFormat(requested)
-        except ValueError:
-            choices = ", ".join(f.value for f in InputFormat)
-            raise InputError(f"unknown input format {requested!r}; use auto or one of: {choices}") from None
-    suffix = Path(path).suffix.lower()
-    if path == "-" or suffix not in SUFFIX_FORMATS:
-        known = ", ".join(SUFFIX_FORMATS)
-        raise InputError(f"cannot tell the format of {path} from its name ({known}); pass --format")
-    return SUFFIX_FORMATS[suffix]
+        if requested not in choices:
+            raise InputError(f"unknown input format {requested!r}; use auto or one of: {', '.join(choices)}")
+        return InputFormat(requested)
+    found = detect_format(path, choices) if path != "-" else None
+    if found is None:
+        raise InputError(f"cannot tell the format of {path} from its name; pass --format ({', '.join(choices)})")
+    return InputFormat(found)
 
 
 @dataclass(frozen=True)
@@ -122,20 +108,9 @@ class EmbedFileReport:
 
 
 # ---------------------------------------------------------------------------------------------- readers
-def _strip_newline(raw: bytes, first: bool) -> bytes:
-    if raw.endswith(b"\n"):
-        raw = raw[:-1]
-    if raw.endswith(b"\r"):
-        raw = raw[:-1]
-    if first and raw.startswith(codecs.BOM_UTF8):
-        raw = raw[len(codecs.BOM_UTF8) :]
-    return raw
-
-
-def _text_rows(handle: IO[bytes]) -> Iterator[Row]:
+def _text_rows(handle: IO[bytes], name: str) -> Iterator[Row]:
     """Every line is a text, empty lines included (they embed like ``""``)."""
-    for index, raw in enumerate(handle):
-        line = _strip_newline(raw, first=index == 0)
+    for index, line in enumerate(iter_lines(handle, name)):
         try:
             yield Row(index + 1, index + 1, index, line.decode("utf-8"))
         except UnicodeDecodeError as err:
@@ -156,12 +131,11 @@ def _json_type(value: Any) -> str:
     return "a string"
 
 
-def _jsonl_rows(handle: IO[bytes], text_column: str, id_column: str | None) -> Iterator[Row]:
+def _jsonl_rows(handle: IO[bytes], name: str, text_column: str, id_column: str | None) -> Iterator[Row]:
     """One JSON object per line; blank lines are not records. Ids must be all strings or all integers."""
     index = 0
     id_kind: type | None = None
-    for number, raw in enumerate(handle, start=1):
-        line = _strip_newline(raw, first=number == 1)
+    for number, line in enumerate(iter_lines(handle, name), start=1):
         if not line.strip():
             continue
         index += 1
@@ -259,19 +233,19 @@ def _csv_body(reader: Any, width: int, text_at: int, id_at: int | None, path: st
         yield Row(index, start, row_id, None if _not_utf8(text) else text, _not_utf8(text))
 
 
-def _import_parquet() -> Any:
+def import_pyarrow() -> tuple[Any, Any]:
+    """``pyarrow`` and ``pyarrow.parquet``, or one :class:`~embedrt.errors.MissingExtraError` naming the extra."""
     try:
-        import pyarrow.parquet as pq
+        import pyarrow
+        import pyarrow.parquet
     except ImportError as err:
         raise missing_extra("pyarrow", "io", "Parquet input and output") from err
-    return pq
+    return pyarrow, pyarrow.parquet
 
 
 def _parquet_source(job: EmbedFileJob) -> tuple[Iterator[Row], int, Any]:
     """Rows of a Parquet file read in record batches, its row count, and the id column's Arrow type."""
-    import pyarrow as pa
-
-    pq = _import_parquet()
+    pa, pq = import_pyarrow()
     try:
         parquet = pq.ParquetFile(job.input)
     except (OSError, pa.ArrowException) as err:
@@ -351,13 +325,14 @@ def open_rows(job: EmbedFileJob, stack: Any, want_total: bool) -> tuple[Iterator
         raise InputError(f"cannot read {job.input}: {err.strerror}") from err
     total = _count_lines(job.input) if want_total and job.input != "-" else None
     if job.format is InputFormat.TEXT:
-        return _text_rows(binary), total, "int64"
+        return _text_rows(binary, job.input), total, "int64"
     if job.format is InputFormat.JSONL:
-        return _jsonl_rows(binary, job.text_column, job.id_column), total, None if job.id_column else "int64"
+        rows = _jsonl_rows(binary, job.input, job.text_column, job.id_column)
+        return rows, total, None if job.id_column else "int64"
     text = io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")
     delimiter = "\t" if job.format is InputFormat.TSV else ","
-    rows = _csv_rows(text, job, delimiter)
-    return rows, None if total is None else max(total - 1, 0), "string" if job.id_column else "int64"
+    csv_rows = _csv_rows(text, job, delimiter)
+    return csv_rows, None if total is None else max(total - 1, 0), "string" if job.id_column else "int64"
 
 
 # ---------------------------------------------------------------------------------------------- writers
@@ -370,17 +345,6 @@ def npy_header(rows: int, dim: int, size: int = NPY_HEADER_BYTES) -> bytes:
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", body) + (text.ljust(body - 1) + "\n").encode("latin1")
 
 
-def _partial(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial")
-
-
-def _remove_partial(path: Path) -> None:
-    """Delete our partial file; anything else found under that name (a directory) is left alone."""
-    partial = _partial(path)
-    if partial.is_file() or partial.is_symlink():
-        partial.unlink(missing_ok=True)
-
-
 def ids_path_for(output: Path) -> Path:
     """``vectors.npy`` -> ``vectors.ids.txt``: the ids of a ``.npy`` output, one per line."""
     return output.with_name(output.name[: -len(".npy")] + ".ids.txt")
@@ -391,17 +355,16 @@ class NpySink:
 
     def __init__(self, output: Path, dim: int) -> None:
         self.output = output
-        self.ids_output = ids_path_for(output)
+        self.ids_output: Path | None = ids_path_for(output)
         self.dim = dim
         self.rows = 0
-        self._data = open(_partial(output), "wb")
+        self._data = PartialFile(output)
         try:
-            self._ids = open(_partial(self.ids_output), "w", encoding="utf-8", newline="\n")
-            self._data.write(b"\0" * NPY_HEADER_BYTES)
+            self._ids = PartialFile(ids_path_for(output), "w", encoding="utf-8", newline="\n")
         except BaseException:
-            self._data.close()
-            _remove_partial(output)
+            self._data.discard()
             raise
+        self._data.handle.write(b"\0" * NPY_HEADER_BYTES)
 
     def write(self, ids: list[Any], vectors: np.ndarray) -> None:
         lines = []
@@ -413,43 +376,32 @@ class NpySink:
                     "write Parquet output instead"
                 )
             lines.append(text + "\n")
-        self._data.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
-        self._ids.writelines(lines)
+        self._data.handle.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
+        self._ids.handle.writelines(lines)
         self.rows += len(ids)
 
     def commit(self) -> None:
-        self._data.seek(0)
-        self._data.write(npy_header(self.rows, self.dim))
-        self._data.close()
-        self._ids.close()
-        os.replace(_partial(self.ids_output), self.ids_output)
-        os.replace(_partial(self.output), self.output)  # last: a present .npy means a complete run
+        self._data.handle.seek(0)
+        self._data.handle.write(npy_header(self.rows, self.dim))
+        self._ids.commit()
+        self._data.commit()  # last: a present .npy means a complete run
 
     def discard(self) -> None:
-        self._data.close()
-        self._ids.close()
-        _remove_partial(self.output)
-        _remove_partial(self.ids_output)
+        self._data.discard()
+        self._ids.discard()
 
 
 class ParquetSink:
     """Appends one row group per chunk: ``id`` and ``embedding`` (``fixed_size_list<float32>[dim]``)."""
 
     def __init__(self, output: Path, dim: int, id_type: Any) -> None:
-        import pyarrow as pa
-
-        _import_parquet()
+        self._pa, self._pq = import_pyarrow()
         self.output = output
-        self.ids_output = None
+        self.ids_output: Path | None = None
         self.dim = dim
-        self._pa = pa
-        self._id_type = pa.type_for_alias(id_type) if isinstance(id_type, str) else id_type
+        self._id_type = self._pa.type_for_alias(id_type) if isinstance(id_type, str) else id_type
         self._writer: Any = None
-
-    def _open(self, schema: Any) -> None:
-        import pyarrow.parquet as pq
-
-        self._writer = pq.ParquetWriter(_partial(self.output), schema)
+        self._file = PartialFile(output)
 
     def write(self, ids: list[Any], vectors: np.ndarray) -> None:
         pa = self._pa
@@ -462,7 +414,7 @@ class ParquetSink:
         table = pa.table({"id": id_array, "embedding": embeddings})
         if self._writer is None:
             self._id_type = id_array.type
-            self._open(table.schema)
+            self._writer = self._pq.ParquetWriter(self._file.handle, table.schema)
         self._writer.write_table(table)
 
     def commit(self) -> None:
@@ -471,12 +423,12 @@ class ParquetSink:
                 self._id_type = self._pa.string()
             self.write([], np.zeros((0, self.dim), dtype=np.float32))
         self._writer.close()
-        os.replace(_partial(self.output), self.output)
+        self._file.commit()
 
     def discard(self) -> None:
         if self._writer is not None:
             self._writer.close()
-        _remove_partial(self.output)
+        self._file.discard()
 
 
 def check_output(job: EmbedFileJob) -> Path:
@@ -558,36 +510,3 @@ def embed_file(encoder: Any, job: EmbedFileJob, show_progress: bool = False) -> 
     report.ids_output = sink.ids_output
     report.seconds = time.perf_counter() - started
     return report
-
-
-def run_embed_file_command(args: argparse.Namespace) -> int:
-    """``embedrt embed-file``: build the job from the parsed flags, run it, print a one-line summary."""
-    from embedrt import Encoder
-
-    job = EmbedFileJob(
-        input=args.input,
-        output=args.output,
-        format=detect_format(args.input, args.format),
-        text_column=args.text_column,
-        id_column=args.id_column,
-        skip_bad_rows=args.skip_bad_rows,
-        chunk_rows=args.chunk_size,
-        batch_size=args.batch_size,
-        normalize=args.normalize,
-    )
-    check_output(job)
-    encoder = Encoder.load(args.bundle, precision=args.precision, threads=args.threads)
-    show = not args.quiet and (args.progress or sys.stderr.isatty())
-    report = embed_file(encoder, job, show_progress=show)
-    if not args.quiet:
-        rate = report.rows / report.seconds if report.seconds > 0 else 0.0
-        ids = f" (ids in {report.ids_output})" if report.ids_output else ""
-        message = (
-            f"wrote {report.rows} x {encoder.dim} {encoder.precision} embeddings to {report.output}{ids} "
-            f"in {report.seconds:.1f} s ({rate:.0f} rows/s)"
-        )
-        if report.skipped:
-            message += f"; skipped {report.skipped} bad rows: {', '.join(report.first_skipped)}"
-            message += ", ..." if report.skipped > len(report.first_skipped) else ""
-        print(message, file=sys.stderr)
-    return 0

@@ -1,6 +1,6 @@
 """``embedrt bench``: how fast a bundle runs on this machine, measured the way users run it.
 
-Each precision is measured in its own fresh process (``python -m embedrt.bench``), so cold start is
+Each precision is measured in its own fresh process (``python -m embedrt.tools.bench``), so cold start is
 real (new process to first embedding), peak RSS belongs to that precision alone, and engines never
 share a thread pool. Throughput is the best of ``rounds`` full passes of ``Encoder.encode`` over the
 workload after a warm-up; latency is batch-1 ``encode`` calls after their own warm-up.
@@ -9,8 +9,8 @@ Runtime-only: this module never imports torch.
 
 from __future__ import annotations
 
-import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -97,10 +97,15 @@ def flops_per_sentence(architecture: dict[str, Any], tokens: int) -> float:
     return float(layers * per_layer)
 
 
-def _percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of already sorted values."""
-    index = min(len(sorted_values) - 1, max(0, int(round(q / 100 * len(sorted_values) + 0.5)) - 1))
-    return sorted_values[index]
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted values: the smallest value with at least ``q``% at or below it.
+
+    The p95 of 100 samples is the 95th smallest, of 200 the 190th. Every embedrt figure uses this one.
+    """
+    if not sorted_values:
+        raise ValueError("percentile of no values")
+    rank = math.ceil(q / 100 * len(sorted_values) - 1e-9)  # the epsilon keeps 0.95 * 100 from rounding up to 96
+    return sorted_values[min(len(sorted_values), max(1, rank)) - 1]
 
 
 def _peak_rss_mb() -> float | None:
@@ -159,9 +164,9 @@ def measure(bundle: str, precision: str, texts: Sequence[str], settings: BenchSe
         "sentences": len(texts),
         "tokens": sum(lengths),
         "flops": flops,
-        "latency_p50_ms": _percentile(latencies, 50),
-        "latency_p95_ms": _percentile(latencies, 95),
-        "latency_p99_ms": _percentile(latencies, 99),
+        "latency_p50_ms": percentile(latencies, 50),
+        "latency_p95_ms": percentile(latencies, 95),
+        "latency_p99_ms": percentile(latencies, 99),
         "peak_rss_mb": _peak_rss_mb(),
     }
 
@@ -172,7 +177,7 @@ def bench_precision(bundle: str, precision: str, data: str | None, settings: Ben
     started = time.time()
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "embedrt.bench", json.dumps(job)],
+            [sys.executable, "-m", "embedrt.tools.bench", json.dumps(job)],
             capture_output=True,
             text=True,
             timeout=WORKER_TIMEOUT_S,
@@ -214,7 +219,7 @@ ISA_FLAGS = ("avx2", "avx512f", *NATIVE_INT8_FLAGS)
 
 def machine_facts() -> dict[str, Any]:
     """What the figures depend on: CPU, its int8-relevant instruction sets, usable cores, ONNX Runtime."""
-    from embedrt.runtime.backends.ort import default_threads
+    from embedrt.runtime.threads import default_threads
 
     cpu = platform.processor() or platform.machine()
     isa = "unknown"
@@ -243,10 +248,11 @@ def machine_facts() -> dict[str, Any]:
     }
 
 
-def _workload(data: str | None) -> list[str]:
+def load_workload(data: str | None) -> list[str]:
+    """The non-empty lines of ``data`` (the shared line reader), or the built-in workload when ``None``."""
     if data is None:
         return builtin_workload()
-    from embedrt.textio import read_lines
+    from embedrt.files import read_lines
 
     texts = [text for text in read_lines(data) if text.strip()]
     if not texts:
@@ -268,7 +274,7 @@ def describe_workload(bundle: str, texts: Sequence[str], data: str | None) -> di
         "source": data or "built-in Chinese workload",
         "texts": len(texts),
         "mean_tokens": round(sum(lengths) / len(lengths), 1),
-        "p95_tokens": _percentile(lengths, 95),
+        "p95_tokens": percentile(lengths, 95),
         "max_tokens": lengths[-1],
         "gflop_per_text": round(flops / len(lengths) / 1e9, 3),
     }
@@ -302,7 +308,7 @@ def run_bench(
     chosen = list(precisions or cpu_variants or opened.manifest.variants)
     for precision in chosen:
         opened.variant(precision)  # raises naming the variants the bundle has
-    texts = _workload(data)
+    texts = load_workload(data)
     if data is not None:
         # The worker reads the same cleaned texts from a private copy (stdin files cannot be re-read).
         handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt", delete=False)
@@ -325,40 +331,6 @@ def run_bench(
     }
 
 
-def run_bench_command(args: argparse.Namespace) -> int:
-    """``embedrt bench``: print a table (or one JSON object) of every requested precision."""
-    settings = BenchSettings(
-        batch_size=args.batch_size,
-        threads=args.threads,
-        rounds=getattr(args, "rounds", 3),
-        max_batch_tokens=getattr(args, "max_batch_tokens", None),
-    )
-    report = run_bench(args.bundle, args.precision, args.data, settings)
-    if args.json:
-        print(json.dumps(report, ensure_ascii=False))
-        return 0
-    machine, workload = report["machine"], report["workload"]
-    results = [BenchResult(**r) for r in report["results"].values()]
-    print(f"bundle    {report['bundle']}")
-    print(
-        f"machine   {machine['cpu']} ({machine['isa']}), {machine['usable_cores']} usable cores, "
-        f"onnxruntime {machine['onnxruntime']}"
-    )
-    print(
-        f"workload  {workload['source']}: {workload['texts']} texts, mean {workload['mean_tokens']} tokens "
-        f"(p95 {workload['p95_tokens']}, max {workload['max_tokens']}), {workload['gflop_per_text']} GFLOP each"
-    )
-    print(
-        f"settings  batch {settings.batch_size}, threads {results[0].threads if results else settings.threads}, "
-        f"best of {settings.rounds} passes; latency = batch-1 encode, {settings.latency_samples} calls"
-    )
-    print(format_table(results))
-    note = int8_note(machine["isa"], [r.precision for r in results])
-    if note:
-        print(note)
-    return 0
-
-
 def int8_note(isa: str, precisions: Sequence[str]) -> str | None:
     """What to expect from int8 on a CPU without native int8 dot products (VNNI or AMX), else None."""
     if "int8" not in precisions or isa == "unknown" or set(NATIVE_INT8_FLAGS) & set(isa.split()):
@@ -373,7 +345,7 @@ def _worker_main(argv: Sequence[str]) -> int:
     """Entry of the per-precision process: measure, print one JSON line (errors too)."""
     job = json.loads(argv[0])
     try:
-        texts = _workload(job["data"])
+        texts = load_workload(job["data"])
         report = measure(job["bundle"], job["precision"], texts, BenchSettings(**job["settings"]))
     except EmbedrtError as err:
         report = {"error": str(err)}

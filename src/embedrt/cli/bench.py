@@ -1,0 +1,61 @@
+"""``embedrt bench BUNDLE``: throughput, batch-1 latency, cold start and memory of each precision, here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from embedrt.options import BATCH_SIZE, PRECISION_LIST, THREADS, add_option, whole_number
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="measure throughput, latency, cold start and memory of a bundle")
+    p.add_argument("bundle")
+    p.add_argument("--data", help="UTF-8 file, one text per line (default: a built-in Chinese workload)")
+    add_option(p, PRECISION_LIST, help="precisions to measure (default: every CPU variant of the bundle)")
+    add_option(p, BATCH_SIZE, default=32)
+    add_option(p, THREADS)
+    p.add_argument(
+        "--rounds",
+        type=whole_number(1),
+        default=3,
+        metavar="N",
+        help="timed passes over the data, best kept (default: 3)",
+    )
+    p.add_argument(
+        "--max-batch-tokens", type=whole_number(1), default=None, metavar="N", help="padded-token budget per batch"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from embedrt.tools.bench import BenchResult, BenchSettings, format_table, int8_note, run_bench
+
+    settings = BenchSettings(
+        batch_size=args.batch_size, threads=args.threads, rounds=args.rounds, max_batch_tokens=args.max_batch_tokens
+    )
+    report = run_bench(args.bundle, args.precision, args.data, settings)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+        return 0
+    machine, workload = report["machine"], report["workload"]
+    results = [BenchResult(**r) for r in report["results"].values()]
+    print(f"bundle    {report['bundle']}")
+    print(
+        f"machine   {machine['cpu']} ({machine['isa']}), {machine['usable_cores']} usable cores, "
+        f"onnxruntime {machine['onnxruntime']}"
+    )
+    print(
+        f"workload  {workload['source']}: {workload['texts']} texts, mean {workload['mean_tokens']} tokens "
+        f"(p95 {workload['p95_tokens']}, max {workload['max_tokens']}), {workload['gflop_per_text']} GFLOP each"
+    )
+    print(
+        f"settings  batch {settings.batch_size}, threads {results[0].threads if results else settings.threads}, "
+        f"best of {settings.rounds} passes; latency = batch-1 encode, {settings.latency_samples} calls"
+    )
+    print(format_table(results))
+    note = int8_note(machine["isa"], [r.precision for r in results])
+    if note:
+        print(note)
+    return 0

@@ -1,0 +1,50 @@
+"""``embedrt export SOURCE -o BUNDLE``: a sentence-transformers model becomes a parity-checked bundle."""
+
+from __future__ import annotations
+
+import argparse
+
+from embedrt.cli.console import say
+from embedrt.export.load import DEFAULT_SOURCE
+from embedrt.options import PRECISION_LIST, add_option, whole_number
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a sentence-transformers model to a bundle (needs embedrt[export])",
+        description="Export a sentence-transformers model (a local directory or a hub id) to an embedrt bundle: "
+        "fused ONNX fp32, an int8 variant for CPU, each checked against PyTorch on built-in sentences.",
+    )
+    p.add_argument("source", nargs="?", default=None, help=f"model directory or hub id (default: {DEFAULT_SOURCE})")
+    p.add_argument("-o", "--output", required=True, help="bundle directory to write (new, empty, or a bundle)")
+    add_option(p, PRECISION_LIST, default=("fp32", "int8"), help="variants to build: fp32, int8 (CPU), fp16 (GPU)")
+    p.add_argument("--max-seq-length", type=whole_number(1), metavar="N", help="override the model's max_seq_length")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.add_argument("--allow-unfused", action="store_true", help="accept a graph whose attention did not fuse")
+    p.add_argument("--fp32-min-cos", type=float, default=0.99999, help="fp32 parity gate (default 0.99999)")
+    p.add_argument("--int8-mean-cos", type=float, default=0.99, help="int8 parity gate (default 0.99)")
+    p.add_argument("--fp16-min-cos", type=float, default=0.999, help="fp16 parity gate (default 0.999)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from embedrt.export.pipeline import ExportSettings, export_bundle
+
+    settings = ExportSettings(
+        precisions=args.precision,
+        max_seq_length=args.max_seq_length,
+        allow_unfused=args.allow_unfused,
+        fp32_min_cos=args.fp32_min_cos,
+        int8_mean_cos=args.int8_mean_cos,
+        fp16_min_cos=args.fp16_min_cos,
+        force=args.force,
+    )
+    manifest = export_bundle(args.source, args.output, settings, progress=None if args.quiet else say)
+    if not args.quiet:
+        for name, variant in manifest.variants.items():
+            if variant.parity is not None:
+                parity = variant.parity
+                say(f"  {name:8s} {variant.file:22s} min cos {parity.min_cos:.6f}  mean cos {parity.mean_cos:.6f}")
+    return 0

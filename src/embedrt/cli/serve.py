@@ -1,0 +1,33 @@
+"""``embedrt serve BUNDLE``: the HTTP server; every flag also reads its ``EMBEDRT_*`` variable."""
+
+from __future__ import annotations
+
+import argparse
+
+from embedrt.server.settings import OPTIONS, ServerSettings
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="HTTP server: OpenAI- and TEI-compatible embeddings (needs embedrt[server])",
+        description="Serve a bundle over HTTP with dynamic batching: POST /v1/embeddings (OpenAI), POST /embed "
+        "(TEI), GET /health, /info, /metrics. Every flag can also be set by its EMBEDRT_* variable; a flag wins.",
+    )
+    p.add_argument("bundle", nargs="?", default=None, help="bundle directory (or EMBEDRT_BUNDLE)")
+    for option in OPTIONS:
+        default = ServerSettings.__dataclass_fields__[option.field].default
+        shown = "" if default is None or option.field == "api_key" else f", default {default}"
+        # Parsed later, with the variables, by resolve_settings: a flag stays a string here.
+        p.add_argument(option.flag, default=None, metavar=option.metavar, help=f"{option.help} ({option.env}{shown})")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from embedrt.server import require_server_extra
+    from embedrt.server.settings import resolve_settings
+
+    require_server_extra()
+    from embedrt.server.serve import serve
+
+    return serve(resolve_settings(vars(args)))
