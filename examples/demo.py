@@ -16,6 +16,10 @@ import sys
 import time
 import unicodedata
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from embedrt import Encoder
 
 #: FAQ entries and user questions: pairs that mean the same thing, in Chinese and in English.
 FAQ = ("花呗怎么还款", "借呗额度为什么降低了", "How do I reset my password?", "When will my order ship?")
@@ -29,6 +33,17 @@ def columns(text: str) -> int:
 
 def pad(text: str, width: int) -> str:
     return text + " " * max(0, width - columns(text))
+
+
+def unknown_token_share(encoder: Encoder, texts: list[str]) -> dict[str, float]:
+    """Texts whose tokens (besides [CLS] and [SEP]) are mostly [UNK], with that share."""
+    shares = {}
+    for text, encoding in zip(texts, encoder.tokenize(texts), strict=True):
+        tokens = encoding.tokens[1:-1]
+        share = tokens.count("[UNK]") / max(1, len(tokens))
+        if share > 0.5:
+            shares[text] = share
+    return shares
 
 
 def default_model() -> str:
@@ -72,6 +87,14 @@ def main() -> int:
         cells = "".join(f"  {value:5.2f}" for value in row)
         print(f"{pad(question, width)}{cells}   {FAQ[int(row.argmax())]}")
     print("\n" + "\n".join(f"FAQ {i + 1}: {text}" for i, text in enumerate(FAQ)))
+    unknown = unknown_token_share(encoder, [*FAQ, *QUESTIONS])
+    if unknown:
+        print(
+            "\nnote: this model does not know most characters of "
+            + ", ".join(f"{text} ({share:.0%} [UNK])" for text, share in unknown.items())
+            + ";\n      their scores mean little. For Chinese matching, export a Chinese model such as"
+            + " DMetaSoul/sbert-chinese-qmc-domain-v1."
+        )
 
     embedrt = Path(sys.executable).with_name("embedrt")
     print(f"\nserve it:  {embedrt} serve {bundle}        # then, in another shell:")
