@@ -93,11 +93,12 @@ def test_a_directory_that_is_not_a_bundle_is_never_replaced(tiny_model_dir, tmp_
     assert (precious / "keep.txt").read_text() == "mine"
 
 
-def test_an_empty_directory_is_a_fine_destination(tiny_model_dir, tmp_path):
+def test_an_empty_directory_is_a_fine_destination_and_a_path_a_fine_source(tiny_model_dir, tmp_path):
     out = tmp_path / "empty"
     out.mkdir()
-    export_bundle(str(tiny_model_dir), out, ExportSettings(precisions=("fp32",)))
-    assert set(Bundle.open(out).manifest.variants) == {"fp32"}
+    export_bundle(tiny_model_dir, out, ExportSettings(precisions=("fp32",)))  # a Path, not str
+    manifest = Bundle.open(out).manifest
+    assert set(manifest.variants) == {"fp32"} and manifest.source == str(tiny_model_dir)
 
 
 def test_hub_id_without_network_fails_fast_with_the_fix(tmp_path, monkeypatch):

@@ -82,7 +82,7 @@ def _swap_into_place(staging: Path, output: Path) -> None:
 
 
 def export_bundle(
-    source: str | None,
+    source: str | os.PathLike[str] | None,
     output: str | os.PathLike[str],
     settings: ExportSettings | None = None,
     progress: Callable[[str], None] | None = None,
@@ -98,8 +98,9 @@ def export_bundle(
     _prepare_destination(output, settings.force)
     output.parent.mkdir(parents=True, exist_ok=True)
 
-    say(f"loading {source or DEFAULT_SOURCE}")
-    model = load_source(source or DEFAULT_SOURCE, settings.max_seq_length)
+    name = os.fspath(source) if source is not None else DEFAULT_SOURCE  # a Path is fine; the manifest keeps text
+    say(f"loading {name}")
+    model = load_source(name, settings.max_seq_length)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     try:
         manifest = _build(model, staging, settings, say)

@@ -85,7 +85,6 @@ def build_standin(
     """
     import torch
     from sentence_transformers import SentenceTransformer
-
     from transformers import BertConfig, BertModel, BertTokenizerFast  # type: ignore[attr-defined]
 
     try:
