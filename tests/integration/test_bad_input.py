@@ -104,3 +104,9 @@ def test_corrupt_or_missing_tokenizer(copy_bundle, tiny_bundle):
     (bundle / "tokenizer.json").unlink()
     with pytest.raises(BundleError, match="tokenizer.json is missing"):
         Encoder.load(bundle)
+
+
+def test_a_lone_surrogate_is_an_input_error_naming_its_index(tiny_bundle):
+    encoder = Encoder.load(tiny_bundle, precision="fp32")
+    with pytest.raises(InputError, match=r"texts\[2\] is not valid Unicode: character 3 is '\\ud800'"):
+        encoder.encode(["ok", "fine", "bad\ud800"])

@@ -14,6 +14,7 @@ from embedrt.errors import BundleError, InputError, InputTypeError
 from embedrt.runtime.backends.base import Backend
 from embedrt.runtime.backends.select import open_backend
 from embedrt.runtime.batching import pad_batch, plan_batches
+from embedrt.runtime.cache import EmbeddingCache, cache_key
 from embedrt.runtime.devices import AUTO_PRECISION, DEVICES
 from embedrt.runtime.pooling import l2_normalize, pool
 from embedrt.runtime.tokenizer import TextTokenizer
@@ -55,12 +56,21 @@ class EncodedBatch:
 class Encoder:
     """Embeds texts with a bundle, giving what ``SentenceTransformer.encode`` gives for the source model."""
 
-    def __init__(self, bundle: Bundle, precision: str, backend: Backend, tokenizer: TextTokenizer) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        precision: str,
+        backend: Backend,
+        tokenizer: TextTokenizer,
+        cache: EmbeddingCache | None = None,
+    ) -> None:
         self.bundle = bundle
         self.manifest: Manifest = bundle.manifest
         self.precision = precision
         self.backend = backend
         self.tokenizer = tokenizer
+        #: Vectors of texts seen before (``Encoder.load(cache_size=N)``); ``None`` when off.
+        self.cache = cache
 
     @classmethod
     def load(
@@ -70,22 +80,28 @@ class Encoder:
         device: str = "cpu",
         threads: int | None = None,
         verify: bool = True,
+        cache_size: int = 0,
     ) -> Encoder:
         """Open a bundle and start its engine.
 
         ``precision="auto"`` takes int8 on CPU and fp16 on CUDA when the bundle has them, else fp32.
-        ``threads`` defaults to the cores this process may use. ``verify`` checks the graph's sha256.
+        ``threads`` defaults to the CPUs this process may use (its affinity, capped by a container's
+        CPU quota). ``verify`` checks the graph's sha256. ``cache_size`` > 0 keeps that many embeddings
+        of texts already seen and returns them without running the model (see :mod:`embedrt.runtime.cache`).
         """
         if device not in DEVICES:
             raise BundleError(f"unknown device {device!r}; use one of: {', '.join(DEVICES)}")
         if threads is not None and threads < 1:
             raise InputError(f"threads must be >= 1, got {threads}")
+        if cache_size < 0:
+            raise InputError(f"cache_size must be >= 0 (0 turns the cache off), got {cache_size}")
         opened = Bundle.open(bundle)
         chosen = resolve_precision(opened, precision, device)
         manifest = opened.manifest
         tokenizer = TextTokenizer(opened.tokenizer_path, manifest.max_seq_length, manifest.do_lower_case)
         backend = open_backend(opened, chosen, device, threads, verify=verify)
-        return cls(opened, chosen, backend, tokenizer)
+        cache = EmbeddingCache(cache_size, manifest.dim, manifest.max_seq_length) if cache_size else None
+        return cls(opened, chosen, backend, tokenizer, cache)
 
     @property
     def dim(self) -> int:
@@ -135,18 +151,33 @@ class Encoder:
         items = validate_texts(texts)
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        normalized = self.manifest.normalize if normalize is None else normalize
         output = np.empty((len(items), self.dim), dtype=np.float32)
-        if items:
-            batches = self.batches(self.tokenize(items), batch_size, max_batch_tokens)
+        encodings = self.tokenize(items) if items else []
+        todo = list(range(len(items)))
+        keys: list[tuple[bool, bytes]] = []
+        if self.cache is not None and encodings:
+            keys = [cache_key(encoding.ids, normalized) for encoding in encodings]
+            todo = []
+            for index, vector in enumerate(self.cache.get_many(keys)):
+                if vector is None:
+                    todo.append(index)
+                else:
+                    output[index] = vector
+        if todo:
             progress = None
             if show_progress_bar:
                 from tqdm.auto import tqdm
 
-                progress = tqdm(total=len(items), desc="Embedding", unit="text")
-            for batch in batches:
-                output[batch.positions] = self.run_batch(batch, normalize)
+                progress = tqdm(total=len(todo), desc="Embedding", unit="text")
+            for batch in self.batches([encodings[i] for i in todo], batch_size, max_batch_tokens):
+                rows = [todo[position] for position in batch.positions]
+                vectors = self.run_batch(batch, normalized)
+                output[rows] = vectors
+                if self.cache is not None:
+                    self.cache.put_many([keys[row] for row in rows], vectors)
                 if progress is not None:
-                    progress.update(len(batch.positions))
+                    progress.update(len(rows))
             if progress is not None:
                 progress.close()
         return output[0] if single else output

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tokenizers import Encoding, Tokenizer
 
-from embedrt.errors import BundleError
+from embedrt.errors import BundleError, InputError
 
 
 class TextTokenizer:
@@ -27,10 +27,31 @@ class TextTokenizer:
         self.do_lower_case = do_lower_case
 
     def encode(self, texts: Sequence[str]) -> list[Encoding]:
-        """Token ids of already validated strings, in order, truncated, with [CLS]/[SEP]."""
+        """Token ids of already validated strings, in order, truncated, with [CLS]/[SEP].
+
+        A text that is not valid Unicode (a lone surrogate such as ``"\\ud800"``, which JSON and
+        Python strings allow) raises :class:`InputError` naming its index.
+        """
         if self.do_lower_case:
             texts = [text.lower() for text in texts]
-        return self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        try:
+            return self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        except (TypeError, UnicodeEncodeError) as err:  # tokenizers cannot take such a str
+            raise _unencodable(texts) or err from err
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(encoding.ids) for encoding in self.encode(texts)]
+
+
+def _unencodable(texts: Sequence[str]) -> InputError | None:
+    """The error for the first text UTF-8 cannot encode, or ``None`` if every text can be encoded."""
+    for index, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            character = repr(text[err.start])
+            return InputError(
+                f"texts[{index}] is not valid Unicode: character {err.start} is {character}, a lone surrogate "
+                "UTF-8 cannot encode; remove it or decode the source text correctly"
+            )
+    return None
