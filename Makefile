@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),.venv)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.embedrt-installed
-EXTRAS := cpu,export,server,ray,test
+EXTRAS := cpu,openvino,export,server,ray,test
 CHECKED := src tests benchmarks examples
 
 .PHONY: install demo lint typecheck test

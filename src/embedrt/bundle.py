@@ -25,7 +25,22 @@ MANIFEST_NAME = "embedrt.json"
 #: Held (``flock``) while a tool reads, changes and rewrites the manifest of an existing bundle.
 LOCK_NAME = ".embedrt.lock"
 TOKENIZER_NAME = "tokenizer.json"
+#: Precisions a variant can be stored in (bf16 is not one: OpenVINO runs its fp32 IR in bf16).
 PRECISIONS = ("fp32", "int8", "fp16")
+#: Engines a variant can be made for; the one the manifest assumes when a variant names none.
+ENGINES = ("onnxruntime", "openvino")
+DEFAULT_ENGINE = "onnxruntime"
+
+
+def variant_name(engine: str, precision: str) -> str:
+    """A variant's key in the manifest: ``int8`` for ONNX Runtime (as before engines existed), ``openvino-int8``."""
+    return precision if engine == DEFAULT_ENGINE else f"{engine}-{precision}"
+
+
+def split_variant_name(name: str) -> tuple[str, str]:
+    """``openvino-int8`` -> ``("openvino", "int8")``; ``int8`` and ``fp16-trt`` belong to ONNX Runtime."""
+    engine, _, precision = name.partition("-")
+    return (engine, precision) if engine in ENGINES and engine != DEFAULT_ENGINE else (DEFAULT_ENGINE, name)
 
 
 class Pooling(str, Enum):
@@ -47,7 +62,7 @@ class Parity:
 
 @dataclass(frozen=True)
 class Variant:
-    """One runnable graph of the model at one precision."""
+    """One runnable graph of the model at one precision, for one engine."""
 
     file: str
     sha256: str
@@ -55,6 +70,10 @@ class Variant:
     parity: Parity | None = None
     # Free-form facts about how the variant was made (quantization recipe, fp16 flavour, ...).
     recipe: dict[str, Any] = field(default_factory=dict)
+    #: The engine that runs ``file``: ONNX graphs run on ONNX Runtime, ``.xml`` IRs on OpenVINO.
+    engine: str = DEFAULT_ENGINE
+    #: Files ``file`` needs beside it (an IR's ``.bin`` weights), relative path -> sha256.
+    data_files: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -97,6 +116,8 @@ class Manifest:
                     fused_attention=bool(v.get("fused_attention", False)),
                     parity=Parity(**v["parity"]) if v.get("parity") else None,
                     recipe=dict(v.get("recipe") or {}),
+                    engine=str(v.get("engine") or DEFAULT_ENGINE),
+                    data_files={str(k): str(h) for k, h in (v.get("data_files") or {}).items()},
                 )
                 for name, v in data["variants"].items()
             }
@@ -176,30 +197,36 @@ class Bundle:
             raise BundleError(f"{path} is missing from the bundle; re-export it with `embedrt export --force`")
         return path
 
-    def variant(self, precision: str) -> Variant:
+    def variant(self, name: str) -> Variant:
         try:
-            return self.manifest.variants[precision]
+            return self.manifest.variants[name]
         except KeyError:
-            have = ", ".join(sorted(self.manifest.variants))
-            raise BundleError(
-                f"bundle {self.root} has no {precision!r} variant (it has: {have}); pick one of those or "
-                f"re-export with `--precision {precision}`"
-            ) from None
+            raise self.missing_variant(name) from None
 
-    def variant_path(self, precision: str, verify: bool = True) -> Path:
-        """Path to a variant's graph, with its checksum verified against the manifest."""
-        variant = self.variant(precision)
-        path = self.root / variant.file
-        if not path.is_file():
-            raise BundleError(f"{path} is missing from the bundle; re-export it with `embedrt export --force`")
-        if verify:
-            actual = sha256_file(path)
-            if actual != variant.sha256:
-                raise BundleError(
-                    f"{path} has sha256 {actual[:12]}..., the manifest expects {variant.sha256[:12]}...: the "
-                    "file is corrupt or was replaced; re-export the bundle with `embedrt export --force`"
-                )
-        return path
+    def missing_variant(self, name: str) -> BundleError:
+        """The error for a variant this bundle lacks: what it has, and the export that adds the other."""
+        have = ", ".join(sorted(self.manifest.variants))
+        engine, precision = split_variant_name(name)
+        fix = f"--precision {precision}" + (f" --engine {DEFAULT_ENGINE},{engine}" if engine != DEFAULT_ENGINE else "")
+        return BundleError(
+            f"bundle {self.root} has no {name!r} variant (it has: {have}); pick one of those or re-export with `{fix}`"
+        )
+
+    def variant_path(self, name: str, verify: bool = True) -> Path:
+        """Path to a variant's graph; it and its data files are checked against the manifest's sha256."""
+        variant = self.variant(name)
+        for relative, expected in {variant.file: variant.sha256, **variant.data_files}.items():
+            path = self.root / relative
+            if not path.is_file():
+                raise BundleError(f"{path} is missing from the bundle; re-export it with `embedrt export --force`")
+            if verify:
+                actual = sha256_file(path)
+                if actual != expected:
+                    raise BundleError(
+                        f"{path} has sha256 {actual[:12]}..., the manifest expects {expected[:12]}...: the "
+                        "file is corrupt or was replaced; re-export the bundle with `embedrt export --force`"
+                    )
+        return self.root / variant.file
 
 
 def write_manifest(root: Path, manifest: Manifest) -> Path:

@@ -13,11 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from embedrt.bundle import PRECISIONS
-from embedrt.runtime.devices import DEVICES
+from embedrt.runtime.devices import AUTO, DEVICES, ENGINE_CHOICES, RUN_PRECISIONS
 
 ENV_PREFIX = "EMBEDRT_"
-AUTO = "auto"
 
 
 class OptionValueError(ValueError, argparse.ArgumentTypeError):
@@ -69,14 +67,18 @@ def one_of(choices: Sequence[str], what: str) -> Callable[[str], str]:
     return parse
 
 
-def precision_list(text: str) -> tuple[str, ...]:
-    """``fp32,int8`` -> ``("fp32", "int8")``; every item a precision a bundle can hold."""
-    items = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
-    if not items:
-        raise OptionValueError("expected a comma-separated list such as fp32,int8")
-    for item in items:
-        one_of(PRECISIONS, "precision")(item)
-    return items
+def list_of(choices: Sequence[str], what: str, example: str) -> Callable[[str], tuple[str, ...]]:
+    """A parser of comma-separated lists such as ``fp32,int8``, every item one of ``choices``."""
+    item = one_of(choices, what)
+
+    def parse(text: str) -> tuple[str, ...]:
+        items = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+        if not items:
+            raise OptionValueError(f"expected a comma-separated list such as {example}")
+        return tuple(item(part) for part in items)
+
+    parse.__name__ = f"{what} list"
+    return parse
 
 
 def nonempty(text: str) -> str:
@@ -87,12 +89,28 @@ def nonempty(text: str) -> str:
 
 PRECISION = Option(
     "precision",
-    one_of((AUTO, *PRECISIONS), "precision"),
-    f"{AUTO} or one of {', '.join(PRECISIONS)} ({AUTO}: int8 on the CPU, fp16 on a GPU, when the bundle has them)",
+    one_of((AUTO, *RUN_PRECISIONS), "precision"),
+    f"{AUTO} or one of {', '.join(RUN_PRECISIONS)} ({AUTO}: int8 on the CPU, fp16 on a GPU, when the bundle has "
+    "them; bf16 runs OpenVINO's fp32 IR on CPUs with native bf16)",
     "P",
 )
 PRECISION_LIST = Option(
-    "precision", precision_list, f"comma-separated precisions among {', '.join(PRECISIONS)}", "P[,P...]"
+    "precision",
+    list_of(RUN_PRECISIONS, "precision", "fp32,int8"),
+    f"comma-separated precisions among {', '.join(RUN_PRECISIONS)}",
+    "P[,P...]",
+)
+ENGINE = Option(
+    "engine",
+    one_of(ENGINE_CHOICES, "engine"),
+    f"{', '.join(ENGINE_CHOICES)} ({AUTO}: for the precision, the fastest engine the bundle has and is installed)",
+    "E",
+)
+ENGINE_LIST = Option(
+    "engine",
+    list_of(ENGINE_CHOICES[1:], "engine", "onnxruntime,openvino"),
+    f"comma-separated engines among {', '.join(ENGINE_CHOICES[1:])}",
+    "E[,E...]",
 )
 DEVICE = Option(
     "device", one_of(DEVICES, "device"), "cpu, cuda (ONNX Runtime's CUDA provider) or tensorrt (a built engine)", "D"

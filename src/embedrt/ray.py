@@ -87,9 +87,12 @@ class BundleEmbedder:
     Constructed by Ray inside each actor from plain arguments; it never holds an engine when pickled.
     """
 
-    def __init__(self, bundle: str, precision: str, threads: int, text_column: str, output_column: str) -> None:
+    def __init__(
+        self, bundle: str, precision: str, threads: int, text_column: str, output_column: str, engine: str = "auto"
+    ) -> None:
         self.bundle = bundle
         self.precision = precision
+        self.engine = engine
         self.threads = threads
         self.text_column = text_column
         self.output_column = output_column
@@ -105,7 +108,7 @@ class BundleEmbedder:
                 "see docs/scaling.md)"
             )
         try:
-            return Encoder.load(self.bundle, precision=self.precision, threads=self.threads)
+            return Encoder.load(self.bundle, precision=self.precision, engine=self.engine, threads=self.threads)
         except BundleError as err:
             raise BundleError(f"on Ray worker host {_host()}: {err}") from err
 
@@ -154,12 +157,14 @@ def embed_dataset(
     batch_size: int = 256,
     concurrency: int | None = None,
     threads_per_worker: int | None = None,
+    engine: str = "auto",
 ) -> Any:
     """Add ``output_column`` (``fixed_size_list<float32>[dim]``) holding the embedding of ``text_column``.
 
     Lazy, like every Ray Dataset transform; other columns are kept. ``concurrency`` actors each run
-    ``threads_per_worker`` ONNX Runtime threads (default: the cluster's CPUs split evenly, 2 threads
-    per worker). ``batch_size`` rows go to a worker per call; the bundle is opened in each worker.
+    ``threads_per_worker`` engine threads (default: the cluster's CPUs split evenly, 2 threads per
+    worker). ``batch_size`` rows go to a worker per call; the bundle is opened in each worker.
+    ``precision`` and ``engine`` mean what they mean for ``Encoder.load``.
     """
     ray = _import_ray()
     if batch_size < 1:
@@ -169,15 +174,16 @@ def embed_dataset(
     path = os.path.abspath(os.fspath(bundle))  # workers do not share the driver's working directory
     if os.path.exists(path):  # checked in the driver too when it can see the path: fail before any actor starts
         from embedrt.bundle import Bundle
-        from embedrt.runtime.encoder import resolve_precision
+        from embedrt.runtime.backends.select import choose
 
-        resolve_precision(Bundle.open(path), precision, "cpu")
+        choose(Bundle.open(path), precision, engine, "cpu")
     plan = plan_workers(*_cluster_cpus(ray), concurrency=concurrency, threads_per_worker=threads_per_worker)
     return ds.map_batches(
         BundleEmbedder,
         fn_constructor_kwargs={
             "bundle": path,
             "precision": precision,
+            "engine": engine,
             "threads": plan.threads,
             "text_column": text_column,
             "output_column": output_column,

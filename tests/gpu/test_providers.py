@@ -12,7 +12,6 @@ from embedrt import Encoder
 from embedrt.bundle import Bundle
 from embedrt.errors import BackendError, BundleError
 from embedrt.runtime.backends import ort_cuda, select
-from embedrt.runtime.encoder import resolve_precision
 from tests.helpers import assert_one_line_error
 from tests.helpers import run_cli as run
 
@@ -26,10 +25,10 @@ def _has_cuda_provider() -> bool:
 def test_devices_and_auto_precision(tiny_fp16_bundle, tiny_bundle):
     assert select.DEVICES == ("cpu", "cuda", "tensorrt")
     fp16 = Bundle.open(tiny_fp16_bundle)
-    assert resolve_precision(fp16, "auto", "cuda") == "fp16"
-    assert resolve_precision(fp16, "auto", "tensorrt") == "fp16"
-    assert resolve_precision(fp16, "auto", "cpu") == "fp32"  # no int8 in this bundle; never fp16 by default
-    assert resolve_precision(Bundle.open(tiny_bundle), "auto", "cuda") == "fp32"
+    assert select.choose(fp16, "auto", "auto", "cuda").precision == "fp16"
+    assert select.choose(fp16, "auto", "auto", "tensorrt").precision == "fp16"
+    assert select.choose(fp16, "auto", "auto", "cpu").precision == "fp32"  # no int8 here; never fp16 by default
+    assert select.choose(Bundle.open(tiny_bundle), "auto", "auto", "cuda").precision == "fp32"
 
 
 @pytest.mark.skipif(_has_cuda_provider(), reason="this machine has onnxruntime-gpu")

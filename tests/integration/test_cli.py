@@ -112,4 +112,4 @@ def test_a_directory_that_is_not_a_bundle_gets_advice_that_works(tmp_path):
 def test_encode_summary_says_the_vectors_are_float32(tiny_bundle, tmp_path):
     result = run("encode", tiny_bundle, "a", "b", "--precision", "int8", "--output", tmp_path / "v.npy")
     assert result.returncode == 0, result.stderr
-    assert "wrote 2 x 32 float32 embeddings (int8 variant) to" in result.stderr
+    assert "wrote 2 x 32 float32 embeddings (onnxruntime int8) to" in result.stderr

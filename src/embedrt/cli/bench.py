@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from embedrt.options import BATCH_SIZE, PRECISION_LIST, THREADS, add_option, whole_number
+from embedrt.options import BATCH_SIZE, ENGINE_LIST, PRECISION_LIST, THREADS, add_option, whole_number
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure throughput, latency, cold start and memory of a bundle")
     p.add_argument("bundle")
     p.add_argument("--data", help="UTF-8 file, one text per line (default: a built-in Chinese workload)")
-    add_option(p, PRECISION_LIST, help="precisions to measure (default: every CPU variant of the bundle)")
+    add_option(p, PRECISION_LIST, help="precisions to measure (default: every variant of the bundle this CPU runs)")
+    add_option(p, ENGINE_LIST, help="engines to measure them on (default: every installed engine the bundle has)")
     add_option(p, BATCH_SIZE, default=32)
     add_option(p, THREADS)
     p.add_argument(
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     settings = BenchSettings(
         batch_size=args.batch_size, threads=args.threads, rounds=args.rounds, max_batch_tokens=args.max_batch_tokens
     )
-    report = run_bench(args.bundle, args.precision, args.data, settings)
+    report = run_bench(args.bundle, args.precision, args.data, settings, engines=args.engine)
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
         return 0
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"bundle    {report['bundle']}")
     print(
         f"machine   {machine['cpu']} ({machine['isa']}), {machine['usable_cores']} usable cores, "
-        f"onnxruntime {machine['onnxruntime']}"
+        f"onnxruntime {machine['onnxruntime']}, openvino {machine['openvino']}"
     )
     print(
         f"workload  {workload['source']}: {workload['texts']} texts, mean {workload['mean_tokens']} tokens "
@@ -55,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         f"best of {settings.rounds} passes; latency = batch-1 encode, {settings.latency_samples} calls"
     )
     print(format_table(results))
+    if report["fastest"]:
+        print(report["fastest"])
     note = int8_note(machine["isa"], [r.precision for r in results])
     if note:
         print(note)

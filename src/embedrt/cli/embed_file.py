@@ -6,7 +6,16 @@ import argparse
 import sys
 
 from embedrt.cli.console import say
-from embedrt.options import BATCH_SIZE, DEVICE, PRECISION, THREADS, add_normalize, add_option, whole_number
+from embedrt.options import (
+    BATCH_SIZE,
+    DEVICE,
+    ENGINE,
+    PRECISION,
+    THREADS,
+    add_normalize,
+    add_option,
+    whole_number,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text-column", default="text", help="column/field with the texts (default: text)")
     p.add_argument("--id-column", default=None, help="column/field with row ids (default: the record number)")
     add_option(p, PRECISION, default="auto")
+    add_option(p, ENGINE, default="auto")
     add_option(p, DEVICE, default="cpu")
     add_option(p, BATCH_SIZE, default=32)
     add_option(p, THREADS)
@@ -58,14 +68,17 @@ def run(args: argparse.Namespace) -> int:
         normalize=args.normalize,
     )
     check_output(job)
-    encoder = Encoder.load(args.bundle, precision=args.precision, device=args.device, threads=args.threads)
+    encoder = Encoder.load(
+        args.bundle, precision=args.precision, engine=args.engine, device=args.device, threads=args.threads
+    )
     show = not args.quiet and (args.progress or sys.stderr.isatty())
     report = embed_file(encoder, job, show_progress=show)
     if not args.quiet:
         rate = report.rows / report.seconds if report.seconds > 0 else 0.0
         ids = f" (ids in {report.ids_output})" if report.ids_output else ""
         message = (
-            f"wrote {report.rows} x {encoder.dim} float32 embeddings ({encoder.precision} variant) to {report.output}"
+            f"wrote {report.rows} x {encoder.dim} float32 embeddings ({encoder.engine} {encoder.precision}) to "
+            f"{report.output}"
             f"{ids} in {report.seconds:.1f} s ({rate:.0f} rows/s)"
         )
         if report.skipped:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from embedrt.cli.console import say
-from embedrt.options import BATCH_SIZE, DEVICE, PRECISION, THREADS, add_normalize, add_option
+from embedrt.options import BATCH_SIZE, DEVICE, ENGINE, PRECISION, THREADS, add_normalize, add_option
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", help="UTF-8 file with one text per line (- for stdin)")
     p.add_argument("--output", help="write a float32 .npy array here instead of printing JSON lines")
     add_option(p, PRECISION, default="auto")
+    add_option(p, ENGINE, default="auto")
     add_option(p, DEVICE, default="cpu")
     add_option(p, BATCH_SIZE, default=32)
     add_option(p, THREADS)
@@ -40,14 +41,16 @@ def run(args: argparse.Namespace) -> int:
         texts.extend(read_lines(args.input))
     if not texts:
         raise InputError("nothing to encode: give TEXT arguments or --input FILE")
-    encoder = Encoder.load(args.bundle, precision=args.precision, device=args.device, threads=args.threads)
+    encoder = Encoder.load(
+        args.bundle, precision=args.precision, engine=args.engine, device=args.device, threads=args.threads
+    )
     show = args.input is not None and sys.stderr.isatty() and not args.quiet
     embeddings = encoder.encode(texts, batch_size=args.batch_size, normalize=args.normalize, show_progress_bar=show)
     if args.output:
         write_npy_atomic(Path(args.output), embeddings)
         if not args.quiet:
             rows, dim = embeddings.shape
-            say(f"wrote {rows} x {dim} float32 embeddings ({encoder.precision} variant) to {args.output}")
+            say(f"wrote {rows} x {dim} float32 embeddings ({encoder.engine} {encoder.precision}) to {args.output}")
     else:
         out = sys.stdout
         for row in embeddings:

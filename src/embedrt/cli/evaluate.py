@@ -6,7 +6,7 @@ import argparse
 import json
 
 from embedrt.cli.console import say
-from embedrt.options import BATCH_SIZE, PRECISION_LIST, THREADS, add_option
+from embedrt.options import BATCH_SIZE, ENGINE_LIST, PRECISION_LIST, THREADS, add_option
 from embedrt.tools.evaluate.readers import FORMATS
 
 
@@ -19,7 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("bundle")
     p.add_argument("data", nargs="+", help="pair files (TSV s1<TAB>s2<TAB>score, JSONL, or an STS benchmark file)")
-    add_option(p, PRECISION_LIST, help="precisions to score (default: every CPU variant of the bundle)")
+    add_option(p, PRECISION_LIST, help="precisions to score (default: every variant of the bundle this CPU runs)")
+    add_option(p, ENGINE_LIST, help="engines to score them on (default: every installed engine the bundle has)")
     p.add_argument(
         "--format",
         choices=FORMATS,
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         bundle=args.bundle,
         data=tuple(args.data),
         precisions=args.precision,
+        engines=args.engine,
         format=args.format,
         split=args.split,
         reference=args.reference,

@@ -6,7 +6,7 @@ import argparse
 
 from embedrt.cli.console import say
 from embedrt.export.load import DEFAULT_SOURCE
-from embedrt.options import PRECISION_LIST, add_option, whole_number
+from embedrt.options import ENGINE_LIST, PRECISION_LIST, add_option, whole_number
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,12 +19,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", nargs="?", default=None, help=f"model directory or hub id (default: {DEFAULT_SOURCE})")
     p.add_argument("-o", "--output", required=True, help="bundle directory to write (new, empty, or a bundle)")
     add_option(p, PRECISION_LIST, default=("fp32", "int8"), help="variants to build: fp32, int8 (CPU), fp16 (GPU)")
+    add_option(
+        p,
+        ENGINE_LIST,
+        default=("onnxruntime",),
+        help="engines to build them for: onnxruntime (fused ONNX), openvino (IR; needs embedrt[openvino])",
+    )
+    p.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="texts to calibrate OpenVINO's static int8 on: one a line, or JSONL with a text field "
+        "(default: 640 built-in Chinese and English texts)",
+    )
     p.add_argument("--max-seq-length", type=whole_number(1), metavar="N", help="override the model's max_seq_length")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
     p.add_argument("--allow-unfused", action="store_true", help="accept a graph whose attention did not fuse")
     p.add_argument("--fp32-min-cos", type=float, default=0.99999, help="fp32 parity gate (default 0.99999)")
     p.add_argument("--int8-mean-cos", type=float, default=0.99, help="int8 parity gate (default 0.99)")
     p.add_argument("--fp16-min-cos", type=float, default=0.999, help="fp16 parity gate (default 0.999)")
+    p.add_argument(
+        "--bf16-min-cos", type=float, default=0.999, help="OpenVINO bf16 parity gate, where measured (default 0.999)"
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     p.set_defaults(run=run)
 
@@ -34,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
 
     settings = ExportSettings(
         precisions=args.precision,
+        engines=args.engine,
+        calibration=args.calibration,
+        bf16_min_cos=args.bf16_min_cos,
         max_seq_length=args.max_seq_length,
         allow_unfused=args.allow_unfused,
         fp32_min_cos=args.fp32_min_cos,
@@ -46,5 +64,5 @@ def run(args: argparse.Namespace) -> int:
         for name, variant in manifest.variants.items():
             if variant.parity is not None:
                 parity = variant.parity
-                say(f"  {name:8s} {variant.file:22s} min cos {parity.min_cos:.6f}  mean cos {parity.mean_cos:.6f}")
+                say(f"  {name:14s} {variant.file:24s} min cos {parity.min_cos:.6f}  mean cos {parity.mean_cos:.6f}")
     return 0

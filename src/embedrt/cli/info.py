@@ -35,16 +35,29 @@ def run(args: argparse.Namespace) -> int:
     print(f"format         {manifest.format_version} (embedrt {manifest.embedrt_version or '?'})")
     print("variants")
     for name, variant in manifest.variants.items():
-        path = bundle.root / variant.file
-        size = f"{path.stat().st_size / 1e6:7.1f} MB" if path.is_file() else "  MISSING"
+        paths = [bundle.root / relative for relative in (variant.file, *variant.data_files)]
+        present = all(path.is_file() for path in paths)
+        size = f"{sum(path.stat().st_size for path in paths) / 1e6:7.1f} MB" if present else "  MISSING"
         parity = variant.parity
         measured = (
             f"parity min cos {parity.min_cos:.6f}, mean cos {parity.mean_cos:.6f} (n={parity.n})"
             if parity
             else "parity not measured"
         )
-        fused = "fused attention" if variant.fused_attention else "unfused"
-        print(f"  {name:8s} {variant.file:22s} {size}  {fused}  {measured}")
+        if variant.engine == "onnxruntime":
+            kind = "fused attention" if variant.fused_attention else "unfused"
+        else:
+            kind = f"{variant.engine} IR"
+        print(f"  {name:14s} {variant.file:24s} {size}  {kind:15s}  {measured}")
+        bf16 = variant.recipe.get("bf16")
+        if isinstance(bf16, dict):
+            found = bf16.get("parity")
+            bf16_text = (
+                f"parity min cos {found['min_cos']:.6f}, mean cos {found['mean_cos']:.6f} (n={found['n']})"
+                if found
+                else bf16.get("note", "not measured")
+            )
+            print(f"  {'openvino-bf16':14s} {'(the fp32 IR in bf16)':24s} {'':10s}  {'':15s}  {bf16_text}")
     for engine in manifest.engines:
         print(f"engine         {engine.get('file')} ({engine.get('gpu', '?')}, TensorRT {engine.get('tensorrt', '?')})")
     return 0

@@ -7,15 +7,37 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from embedrt.bundle import MANIFEST_NAME, TOKENIZER_NAME, Manifest, Variant, sha256_file, write_manifest
+import numpy as np
+
+from embedrt.bundle import (
+    DEFAULT_ENGINE,
+    ENGINES,
+    MANIFEST_NAME,
+    TOKENIZER_NAME,
+    Manifest,
+    Parity,
+    Variant,
+    sha256_file,
+    split_variant_name,
+    variant_name,
+    write_manifest,
+)
 from embedrt.errors import ExportError
 from embedrt.export.fp16 import CUDA_FLAVOUR, TRT_FLAVOUR, convert_fp16, measure_reference_parity
 from embedrt.export.load import DEFAULT_SOURCE, SourceModel, load_source
 from embedrt.export.onnx_export import export_transformer
-from embedrt.export.optimize import optimize_graph
+from embedrt.export.openvino import (
+    DEFAULT_STATIC_INT8,
+    StaticInt8Recipe,
+    builtin_calibration,
+    convert_fp32,
+    quantize_static_int8,
+    read_calibration,
+)
+from embedrt.export.optimize import FusionReport, optimize_graph
 from embedrt.export.quantize import DEFAULT_INT8, Int8Recipe, calibration_feeds, quantize_int8
 from embedrt.export.sentences import PARITY_SENTENCES
 from embedrt.export.validate import check_parity, measure_parity, reference_embeddings
@@ -24,7 +46,16 @@ log = logging.getLogger(__name__)
 
 EXPORTABLE = ("fp32", "int8", "fp16")
 # "fp16" builds two flavours: fused for ONNX Runtime CUDA, plain for TensorRT (see export/fp16.py).
-FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx", "fp16": "model_fp16.onnx", "fp16-trt": "model_fp16_trt.onnx"}
+FILES = {
+    "fp32": "model.onnx",
+    "int8": "model_int8.onnx",
+    "fp16": "model_fp16.onnx",
+    "fp16-trt": "model_fp16_trt.onnx",
+    "openvino-fp32": "openvino/model.xml",
+    "openvino-int8": "openvino/model_int8.xml",
+}
+#: Precisions each engine exports (fp16 is for GPUs, which OpenVINO variants do not serve).
+ENGINE_PRECISIONS = {"onnxruntime": ("fp32", "int8", "fp16"), "openvino": ("fp32", "int8")}
 
 
 @dataclass(frozen=True)
@@ -32,12 +63,19 @@ class ExportSettings:
     """What to build and how strictly to check it."""
 
     precisions: tuple[str, ...] = ("fp32", "int8")
+    #: Engines to build variants for: ONNX Runtime (fused ONNX), OpenVINO (IR), or both.
+    engines: tuple[str, ...] = (DEFAULT_ENGINE,)
     max_seq_length: int | None = None
     allow_unfused: bool = False
     fp32_min_cos: float = 0.99999
     int8_mean_cos: float = 0.99
     fp16_min_cos: float = 0.999
+    #: OpenVINO's fp32 IR run in bf16, measured where the exporting CPU has native bf16.
+    bf16_min_cos: float = 0.999
     int8_recipe: Int8Recipe = DEFAULT_INT8
+    static_int8_recipe: StaticInt8Recipe = DEFAULT_STATIC_INT8
+    #: Texts NNCF calibrates OpenVINO's static int8 on (a file, one text a line or JSONL); None: built-in.
+    calibration: str | None = None
     force: bool = False
     sentences: tuple[str, ...] = field(default=PARITY_SENTENCES)
 
@@ -47,9 +85,28 @@ class ExportSettings:
             raise ExportError(
                 f"cannot export precision {', '.join(unknown) or '(none)'}; choose from: {', '.join(EXPORTABLE)}"
             )
+        strange = [e for e in self.engines if e not in ENGINES]
+        if strange or not self.engines:
+            raise ExportError(
+                f"cannot export for engine {', '.join(strange) or '(none)'}; choose from: {', '.join(ENGINES)}"
+            )
+        if "fp16" in self.precisions and DEFAULT_ENGINE not in self.engines:
+            raise ExportError("fp16 variants are for GPUs through ONNX Runtime; add --engine onnxruntime")
         if "fp32" not in self.precisions:
-            # Every other variant is derived from the fused fp32 graph, and it is the parity anchor.
+            # Every other variant is derived from the fp32 graph, and it is the parity anchor.
             object.__setattr__(self, "precisions", ("fp32", *self.precisions))
+
+    @property
+    def variants(self) -> list[str]:
+        """The variant names this export builds, in build order."""
+        names = [
+            variant_name(engine, precision)
+            for engine in ENGINES
+            if engine in self.engines
+            for precision in ENGINE_PRECISIONS[engine]
+            if precision in self.precisions
+        ]
+        return names + (["fp16-trt"] if "fp16" in names else [])
 
 
 def _prepare_destination(output: Path, force: bool) -> None:
@@ -117,40 +174,48 @@ def _build(model: SourceModel, staging: Path, settings: ExportSettings, say: Cal
 
     work = staging / ".work"
     work.mkdir()
+    wanted = settings.variants
     say("exporting the transformer to ONNX")
     raw = export_transformer(model.transformer, work / "raw.onnx")
-    say("fusing attention, LayerNorm and GELU")
-    report = optimize_graph(
-        raw,
-        staging / FILES["fp32"],
-        num_heads=model.num_heads,
-        hidden_size=model.hidden_size,
-        num_layers=model.num_layers,
-        allow_unfused=settings.allow_unfused,
-    )
-    say("fused: " + ", ".join(f"{op} x{n}" for op, n in report.counts.items()))
-    recipes = {"fp32": {"fusion": report.counts}}
-    if "int8" in settings.precisions:
+    recipes: dict[str, dict] = {}
+    fused: FusionReport | None = None
+    if "fp32" in wanted:
+        say("fusing attention, LayerNorm and GELU")
+        fused = optimize_graph(
+            raw,
+            staging / FILES["fp32"],
+            num_heads=model.num_heads,
+            hidden_size=model.hidden_size,
+            num_layers=model.num_layers,
+            allow_unfused=settings.allow_unfused,
+        )
+        say("fused: " + ", ".join(f"{op} x{n}" for op, n in fused.counts.items()))
+        recipes["fp32"] = {"fusion": fused.counts}
+    if "int8" in wanted:
         say(f"quantizing to int8 ({settings.int8_recipe.name})")
         calibration = calibration_feeds(model, settings.sentences)
         recipe = settings.int8_recipe
         recipes["int8"] = quantize_int8(staging / FILES["fp32"], staging / FILES["int8"], recipe, calibration)
-    if "fp16" in settings.precisions:
+    if "fp16" in wanted:
         say("converting to fp16 (fused graph for CUDA, plain graph for TensorRT)")
         recipes["fp16"] = convert_fp16(staging / FILES["fp32"], staging / FILES["fp16"], CUDA_FLAVOUR)
         recipes["fp16-trt"] = convert_fp16(raw, staging / FILES["fp16-trt"], TRT_FLAVOUR)
+    if "openvino-fp32" in wanted:
+        say("converting to an OpenVINO IR (fp32)")
+        ov_model = convert_fp32(raw, staging / FILES["openvino-fp32"])
+        recipes["openvino-fp32"] = {"converted_from": "plain ONNX (unfused)", "compress_to_fp16": False}
+        if "openvino-int8" in wanted:
+            source = settings.calibration or "built-in"
+            texts = read_calibration(settings.calibration) if settings.calibration else builtin_calibration()
+            recipe_ov = settings.static_int8_recipe
+            say(f"quantizing the IR to static int8 with NNCF ({recipe_ov.name}, {len(texts)} calibration texts)")
+            feeds = calibration_feeds(model, texts)
+            entry = quantize_static_int8(ov_model, raw, staging / FILES["openvino-int8"], feeds, recipe_ov)
+            recipes["openvino-int8"] = {**entry, "calibration": {"source": source, "texts": len(texts)}}
     shutil.rmtree(work)
     model.bundle_tokenizer().save(str(staging / TOKENIZER_NAME))
 
-    variants = {
-        precision: Variant(
-            file=FILES[precision],
-            sha256=sha256_file(staging / FILES[precision]),
-            fused_attention=report.attention_fused and precision != "fp16-trt",
-            recipe=recipes[precision],
-        )
-        for precision in recipes
-    }
+    variants = {name: _variant(staging, name, recipes[name], fused) for name in recipes}
     manifest = Manifest(
         source=model.source,
         dim=model.dim,
@@ -167,17 +232,55 @@ def _build(model: SourceModel, staging: Path, settings: ExportSettings, say: Cal
     say(f"checking parity against PyTorch on {len(settings.sentences)} sentences")
     reference = reference_embeddings(model.model, settings.sentences)
     fp16_gate = (settings.fp16_min_cos, None)
-    thresholds = {"fp32": (settings.fp32_min_cos, None), "int8": (None, settings.int8_mean_cos)}
-    thresholds.update({"fp16": fp16_gate, "fp16-trt": fp16_gate})
+    fp32_gate, int8_gate = (settings.fp32_min_cos, None), (None, settings.int8_mean_cos)
+    thresholds = {"fp32": fp32_gate, "int8": int8_gate, "fp16": fp16_gate, "fp16-trt": fp16_gate}
+    thresholds.update({"openvino-fp32": fp32_gate, "openvino-int8": int8_gate})
     measured = {}
-    for precision in variants:
-        if precision == "fp16-trt":  # no CPU provider runs it in fp16: the ONNX reference evaluator does
-            parity = measure_reference_parity(staging, staging / FILES[precision], settings.sentences, reference)
+    for name in variants:
+        engine, precision = split_variant_name(name)
+        if name == "fp16-trt":  # no CPU provider runs it in fp16: the ONNX reference evaluator does
+            parity = measure_reference_parity(staging, staging / FILES[name], settings.sentences, reference)
         else:
-            parity = measure_parity(staging, precision, settings.sentences, reference)
-        say(f"{precision}: min cos {parity.min_cos:.6f}, mean cos {parity.mean_cos:.6f}")
-        check_parity(precision, parity, *thresholds[precision])
-        measured[precision] = replace(variants[precision], parity=parity)
+            parity = measure_parity(staging, precision, settings.sentences, reference, engine)
+        say(f"{name}: min cos {parity.min_cos:.6f}, mean cos {parity.mean_cos:.6f}")
+        check_parity(name, parity, *thresholds[name])
+        measured[name] = replace(variants[name], parity=parity)
+    if "openvino-fp32" in measured:
+        measured["openvino-fp32"] = _with_bf16_parity(measured["openvino-fp32"], staging, settings, reference, say)
     manifest = replace(manifest, variants=measured)
     write_manifest(staging, manifest)
     return manifest
+
+
+def _variant(staging: Path, name: str, recipe: dict, fused: FusionReport | None) -> Variant:
+    """The manifest entry of a built variant: its files' checksums and how it was made."""
+    path = staging / FILES[name]
+    engine, _ = split_variant_name(name)
+    data_files = {}
+    if engine == "openvino":  # an IR: the .xml graph, its weights in the .bin beside it
+        weights = path.with_suffix(".bin")
+        data_files[weights.relative_to(staging).as_posix()] = sha256_file(weights)
+    return Variant(
+        file=FILES[name],
+        sha256=sha256_file(path),
+        fused_attention=engine == DEFAULT_ENGINE and fused is not None and fused.attention_fused and name != "fp16-trt",
+        recipe=recipe,
+        engine=engine,
+        data_files=data_files,
+    )
+
+
+def _with_bf16_parity(
+    variant: Variant, staging: Path, settings: ExportSettings, reference: np.ndarray, say: Callable[[str], None]
+) -> Variant:
+    """The fp32 IR's record, with what bf16 measured here (or why it was not measured)."""
+    from embedrt.runtime.backends.select import cpu_has_native_bf16
+
+    if not cpu_has_native_bf16():
+        note = "not measured: the exporting CPU has no native bf16 (AVX512_BF16 or AMX)"
+        say(f"openvino-bf16: {note}")
+        return replace(variant, recipe={**variant.recipe, "bf16": {"parity": None, "note": note}})
+    parity: Parity = measure_parity(staging, "bf16", settings.sentences, reference, "openvino")
+    say(f"openvino-bf16: min cos {parity.min_cos:.6f}, mean cos {parity.mean_cos:.6f}")
+    check_parity("openvino-bf16", parity, settings.bf16_min_cos, None)
+    return replace(variant, recipe={**variant.recipe, "bf16": {"parity": asdict(parity)}})

@@ -25,11 +25,13 @@ def reference_embeddings(model: Any, sentences: Sequence[str], batch_size: int =
     return model.encode(list(sentences), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
 
 
-def measure_parity(bundle_dir: Path, precision: str, sentences: Sequence[str], reference: np.ndarray) -> Parity:
+def measure_parity(
+    bundle_dir: Path, precision: str, sentences: Sequence[str], reference: np.ndarray, engine: str = "onnxruntime"
+) -> Parity:
     """Embed ``sentences`` through the runtime exactly as users will, and compare to ``reference``."""
     from embedrt import Encoder  # the public runtime: parity is measured on what users run
 
-    encoder = Encoder.load(bundle_dir, precision=precision)
+    encoder = Encoder.load(bundle_dir, precision=precision, engine=engine)
     cos = cosine_rows(encoder.encode(list(sentences)), reference)
     return Parity(min_cos=float(cos.min()), mean_cos=float(cos.mean()), n=len(sentences))
 

@@ -9,13 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 from tokenizers import Encoding
 
-from embedrt.bundle import PRECISIONS, Bundle, Manifest
-from embedrt.errors import BundleError, InputError, InputTypeError
+from embedrt.bundle import Bundle, Manifest
+from embedrt.errors import InputError, InputTypeError
 from embedrt.runtime.backends.base import Backend
-from embedrt.runtime.backends.select import open_backend
+from embedrt.runtime.backends.select import Choice, choose, open_backend
 from embedrt.runtime.batching import pad_batch, plan_batches
 from embedrt.runtime.cache import EmbeddingCache, cache_key
-from embedrt.runtime.devices import AUTO_PRECISION, DEVICES
 from embedrt.runtime.pooling import l2_normalize, pool
 from embedrt.runtime.tokenizer import TextTokenizer
 
@@ -33,18 +32,6 @@ def validate_texts(texts: str | Iterable[str]) -> list[str]:
     return items
 
 
-def resolve_precision(bundle: Bundle, precision: str, device: str) -> str:
-    if precision == "auto":
-        for candidate in AUTO_PRECISION.get(device, ("fp32",)):
-            if candidate in bundle.manifest.variants:
-                return candidate
-        return next(iter(bundle.manifest.variants))
-    if precision not in PRECISIONS:
-        raise BundleError(f"unknown precision {precision!r}; use auto or one of: {', '.join(PRECISIONS)}")
-    bundle.variant(precision)  # raises with the variants the bundle has
-    return precision
-
-
 @dataclass(frozen=True)
 class EncodedBatch:
     """One padded batch ready for an engine, and where its rows go in the caller's order."""
@@ -59,14 +46,17 @@ class Encoder:
     def __init__(
         self,
         bundle: Bundle,
-        precision: str,
+        choice: Choice,
         backend: Backend,
         tokenizer: TextTokenizer,
         cache: EmbeddingCache | None = None,
     ) -> None:
         self.bundle = bundle
         self.manifest: Manifest = bundle.manifest
-        self.precision = precision
+        #: The precision the engine computes in (``int8``, ``bf16``, ...), the engine, and the variant read.
+        self.precision = choice.precision
+        self.engine = choice.engine
+        self.variant = choice.variant
         self.backend = backend
         self.tokenizer = tokenizer
         #: Vectors of texts seen before (``Encoder.load(cache_size=N)``); ``None`` when off.
@@ -81,27 +71,29 @@ class Encoder:
         threads: int | None = None,
         verify: bool = True,
         cache_size: int = 0,
+        engine: str = "auto",
     ) -> Encoder:
         """Open a bundle and start its engine.
 
-        ``precision="auto"`` takes int8 on CPU and fp16 on CUDA when the bundle has them, else fp32.
+        ``precision="auto"`` takes int8 on CPU and fp16 on CUDA when the bundle has them, else fp32;
+        ``"bf16"`` runs OpenVINO's fp32 IR in bfloat16 on CPUs with native bf16. ``engine="auto"`` picks,
+        for the precision, the first of the engines :data:`embedrt.runtime.devices.CPU_ENGINES` lists that
+        the bundle has a variant for and that is installed; ``"onnxruntime"`` or ``"openvino"`` insist.
         ``threads`` defaults to the CPUs this process may use (its affinity, capped by a container's
         CPU quota). ``verify`` checks the graph's sha256. ``cache_size`` > 0 keeps that many embeddings
         of texts already seen and returns them without running the model (see :mod:`embedrt.runtime.cache`).
         """
-        if device not in DEVICES:
-            raise BundleError(f"unknown device {device!r}; use one of: {', '.join(DEVICES)}")
         if threads is not None and threads < 1:
             raise InputError(f"threads must be >= 1, got {threads}")
         if cache_size < 0:
             raise InputError(f"cache_size must be >= 0 (0 turns the cache off), got {cache_size}")
         opened = Bundle.open(bundle)
-        chosen = resolve_precision(opened, precision, device)
+        choice = choose(opened, precision, engine, device)
         manifest = opened.manifest
         tokenizer = TextTokenizer(opened.tokenizer_path, manifest.max_seq_length, manifest.do_lower_case)
-        backend = open_backend(opened, chosen, device, threads, verify=verify)
+        backend = open_backend(opened, choice, device, threads, verify=verify)
         cache = EmbeddingCache(cache_size, manifest.dim, manifest.max_seq_length) if cache_size else None
-        return cls(opened, chosen, backend, tokenizer, cache)
+        return cls(opened, choice, backend, tokenizer, cache)
 
     @property
     def dim(self) -> int:

@@ -76,7 +76,11 @@ def serve(settings: ServerSettings) -> int:
     """Serve until SIGTERM or SIGINT; return 0 after a graceful drain."""
     _configure_logging()
     encoder = Encoder.load(
-        settings.bundle, precision=settings.precision, device=settings.device, threads=settings.threads
+        settings.bundle,
+        precision=settings.precision,
+        engine=settings.engine,
+        device=settings.device,
+        threads=settings.threads,
     )
     sock = bind(settings.host, settings.port)
     host, port = sock.getsockname()[:2]

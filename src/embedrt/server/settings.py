@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from embedrt.errors import InputError
-from embedrt.options import DEVICE, ENV_PREFIX, PRECISION, THREADS, Option, nonempty, whole_number
+from embedrt.options import DEVICE, ENGINE, ENV_PREFIX, PRECISION, THREADS, Option, nonempty, whole_number
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class ServerSettings:
 
     bundle: str
     precision: str = "auto"
+    engine: str = "auto"
     device: str = "cpu"
     host: str = "127.0.0.1"
     port: int = 8080
@@ -63,6 +64,7 @@ class ServerSettings:
 #: Every flag of ``embedrt serve`` except the bundle positional (``EMBEDRT_BUNDLE``).
 OPTIONS: tuple[Option, ...] = (
     PRECISION,
+    ENGINE,
     DEVICE,
     Option("host", nonempty, "address to bind; 0.0.0.0 exposes the server beyond this machine", "HOST"),
     Option("port", whole_number(0, 65535), "TCP port"),

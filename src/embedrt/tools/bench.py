@@ -21,9 +21,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from embedrt.errors import BackendError, EmbedrtError, InputError
+
+if TYPE_CHECKING:
+    from embedrt.runtime.backends.select import Choice
 
 #: Texts in the built-in workload: the bundled Chinese sentences repeated in a fixed shuffled order.
 BUILTIN_SIZE = 1024
@@ -32,8 +35,6 @@ LATENCY_SAMPLES = 200
 LATENCY_WARMUP = 20
 #: How long one precision's worker may take before the bench gives up on it.
 WORKER_TIMEOUT_S = 1800
-#: What ``embedrt bench`` measures when no ``--precision`` is given.
-CPU_PRECISIONS = ("fp32", "int8")
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,9 @@ class BenchSettings:
 
 @dataclass(frozen=True)
 class BenchResult:
-    """One precision's figures. Latencies in milliseconds, cold start in seconds, RSS in MB."""
+    """One engine and precision's figures. Latencies in milliseconds, cold start in seconds, RSS in MB."""
 
+    label: str  # "int8" (ONNX Runtime), "openvino-int8", "openvino-bf16", ...
     precision: str
     engine: str
     threads: int
@@ -127,11 +129,11 @@ def _peak_rss_mb() -> float | None:
     return peak / 1e6 if sys.platform == "darwin" else peak / 1e3  # bytes on macOS, KiB elsewhere
 
 
-def measure(bundle: str, precision: str, texts: Sequence[str], settings: BenchSettings) -> dict[str, Any]:
+def measure(bundle: str, precision: str, engine: str, texts: Sequence[str], settings: BenchSettings) -> dict[str, Any]:
     """Load ``bundle`` in this process and measure it; call in a fresh process for a true cold start."""
     from embedrt import Encoder
 
-    encoder = Encoder.load(bundle, precision=precision, threads=settings.threads)
+    encoder = Encoder.load(bundle, precision=precision, engine=engine, threads=settings.threads)
     encoder.encode(texts[0])
     first_embedding_at = time.time()
 
@@ -157,7 +159,7 @@ def measure(bundle: str, precision: str, texts: Sequence[str], settings: BenchSe
     latencies.sort()
     return {
         "precision": encoder.precision,
-        "engine": encoder.backend.name,
+        "engine": encoder.engine,
         "threads": getattr(getattr(encoder.backend, "settings", None), "threads", settings.threads or 0),
         "first_embedding_at": first_embedding_at,
         "seconds": best,
@@ -171,9 +173,16 @@ def measure(bundle: str, precision: str, texts: Sequence[str], settings: BenchSe
     }
 
 
-def bench_precision(bundle: str, precision: str, data: str | None, settings: BenchSettings) -> BenchResult:
-    """Measure one precision of ``bundle`` in a new process (``data=None``: the built-in workload)."""
-    job = {"bundle": bundle, "precision": precision, "data": data, "settings": asdict(settings)}
+def bench_choice(bundle: str, choice: Choice, data: str | None, settings: BenchSettings) -> BenchResult:
+    """Measure one engine and precision of ``bundle`` in a new process (``data=None``: the built-in workload)."""
+    label = choice.label
+    job = {
+        "bundle": bundle,
+        "precision": choice.precision,
+        "engine": choice.engine,
+        "data": data,
+        "settings": asdict(settings),
+    }
     started = time.time()
     try:
         done = subprocess.run(
@@ -185,18 +194,19 @@ def bench_precision(bundle: str, precision: str, data: str | None, settings: Ben
         )
     except subprocess.TimeoutExpired as err:
         raise BackendError(
-            f"benchmarking {precision} took over {WORKER_TIMEOUT_S} s; use a smaller --data file or fewer --rounds"
+            f"benchmarking {label} took over {WORKER_TIMEOUT_S} s; use a smaller --data file or fewer --rounds"
         ) from err
     lines = done.stdout.strip().splitlines()
     try:
         report = json.loads(lines[-1])
     except (IndexError, json.JSONDecodeError) as err:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise BackendError(f"the {precision} benchmark process failed (exit {done.returncode}): {tail}") from err
+        raise BackendError(f"the {label} benchmark process failed (exit {done.returncode}): {tail}") from err
     if "error" in report:
-        raise BackendError(f"benchmarking {precision}: {report['error']}")
+        raise BackendError(f"benchmarking {label}: {report['error']}")
     seconds = report["seconds"]
     return BenchResult(
+        label=label,
         precision=report["precision"],
         engine=report["engine"],
         threads=report["threads"],
@@ -213,12 +223,14 @@ def bench_precision(bundle: str, precision: str, data: str | None, settings: Ben
 
 #: CPU flags with native int8 dot products: VNNI (AVX-512 or AVX) and AMX; int8 GEMMs up to ~4x fp32.
 NATIVE_INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-#: Instruction sets that decide ONNX Runtime's GEMM speed (with AVX2 alone an int8 GEMM ran 1.6-1.7x fp32 here).
-ISA_FLAGS = ("avx2", "avx512f", *NATIVE_INT8_FLAGS)
+#: CPU flags with native bf16 dot products, which OpenVINO's bf16 needs.
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+#: Instruction sets that decide the engines' GEMM speed (with AVX2 alone an int8 GEMM ran 1.6-1.7x fp32 here).
+ISA_FLAGS = ("avx2", "avx512f", *NATIVE_INT8_FLAGS, *NATIVE_BF16_FLAGS)
 
 
 def machine_facts() -> dict[str, Any]:
-    """What the figures depend on: CPU, its int8-relevant instruction sets, usable cores, ONNX Runtime."""
+    """What the figures depend on: CPU, its int8- and bf16-relevant instruction sets, usable cores, engines."""
     from embedrt.runtime.threads import default_threads
 
     cpu = platform.processor() or platform.machine()
@@ -235,16 +247,18 @@ def machine_facts() -> dict[str, Any]:
         pass  # not Linux: keep platform's answer
     from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        ort = version("onnxruntime")
-    except PackageNotFoundError:
-        ort = "not installed"
+    engines = {}
+    for package in ("onnxruntime", "openvino"):
+        try:
+            engines[package] = version(package)
+        except PackageNotFoundError:
+            engines[package] = "not installed"
     return {
         "cpu": cpu,
         "isa": isa,
         "usable_cores": default_threads(),
         "python": platform.python_version(),
-        "onnxruntime": ort,
+        **engines,
     }
 
 
@@ -281,33 +295,47 @@ def describe_workload(bundle: str, texts: Sequence[str], data: str | None) -> di
 
 
 def format_table(results: Sequence[BenchResult]) -> str:
-    """A fixed-width table, one row per precision."""
+    """A fixed-width table, one row per engine and precision."""
     header = (
-        f"{'precision':9s} {'sent/s':>8s} {'tokens/s':>9s} {'GFLOP/s':>8s} {'p50 ms':>7s} {'p95 ms':>7s} "
+        f"{'variant':14s} {'sent/s':>8s} {'tokens/s':>9s} {'GFLOP/s':>8s} {'p50 ms':>7s} {'p95 ms':>7s} "
         f"{'p99 ms':>7s} {'cold s':>7s} {'RSS MB':>7s}"
     )
     rows = [header]
     for r in results:
         rss = f"{r.peak_rss_mb:7.0f}" if r.peak_rss_mb is not None else f"{'-':>7s}"
         rows.append(
-            f"{r.precision:9s} {r.sentences_per_s:8.1f} {r.tokens_per_s:9.0f} {r.gflops_per_s:8.1f} "
+            f"{r.label:14s} {r.sentences_per_s:8.1f} {r.tokens_per_s:9.0f} {r.gflops_per_s:8.1f} "
             f"{r.latency_p50_ms:7.2f} {r.latency_p95_ms:7.2f} {r.latency_p99_ms:7.2f} {r.cold_start_s:7.2f} {rss}"
         )
     return "\n".join(rows)
 
 
+def fastest(results: Sequence[BenchResult]) -> str:
+    """One line naming the fastest row by throughput and by batch-1 latency."""
+    if not results:
+        return ""
+    by_throughput = max(results, key=lambda r: r.sentences_per_s)
+    by_latency = min(results, key=lambda r: r.latency_p50_ms)
+    line = f"fastest   {by_throughput.label} ({by_throughput.sentences_per_s:.0f} sent/s)"
+    if len(results) > 1:
+        runner_up = sorted(results, key=lambda r: r.sentences_per_s)[-2]
+        line += f", {by_throughput.sentences_per_s / runner_up.sentences_per_s:.2f}x the next ({runner_up.label})"
+    return line + f"; lowest batch-1 p50: {by_latency.label} ({by_latency.latency_p50_ms:.2f} ms)"
+
+
 def run_bench(
-    bundle: str, precisions: Sequence[str] | None, data: str | None, settings: BenchSettings
+    bundle: str,
+    precisions: Sequence[str] | None,
+    data: str | None,
+    settings: BenchSettings,
+    engines: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Benchmark each precision of ``bundle`` (default: its fp32 and int8 variants); a JSON-ready report."""
+    """Benchmark each engine and precision of ``bundle`` (default: every one this CPU runs); a JSON-ready report."""
     from embedrt.bundle import Bundle
+    from embedrt.runtime.backends.select import cpu_choices
 
     opened = Bundle.open(bundle)
-    # By default the variants ONNX Runtime runs on a CPU (fp16 variants are for GPUs).
-    cpu_variants = [p for p in opened.manifest.variants if p in CPU_PRECISIONS]
-    chosen = list(precisions or cpu_variants or opened.manifest.variants)
-    for precision in chosen:
-        opened.variant(precision)  # raises naming the variants the bundle has
+    chosen = cpu_choices(opened, precisions, engines)
     texts = load_workload(data)
     if data is not None:
         # The worker reads the same cleaned texts from a private copy (stdin files cannot be re-read).
@@ -318,7 +346,7 @@ def run_bench(
     else:
         worker_data = None
     try:
-        results = [bench_precision(str(opened.root), p, worker_data, settings) for p in chosen]
+        results = [bench_choice(str(opened.root), choice, worker_data, settings) for choice in chosen]
     finally:
         if worker_data is not None:
             Path(worker_data).unlink(missing_ok=True)
@@ -327,7 +355,8 @@ def run_bench(
         "machine": machine_facts(),
         "workload": describe_workload(str(opened.root), texts, data),
         "settings": asdict(settings),
-        "results": {r.precision: asdict(r) for r in results},
+        "results": {r.label: asdict(r) for r in results},
+        "fastest": fastest(results),
     }
 
 
@@ -346,7 +375,7 @@ def _worker_main(argv: Sequence[str]) -> int:
     job = json.loads(argv[0])
     try:
         texts = load_workload(job["data"])
-        report = measure(job["bundle"], job["precision"], texts, BenchSettings(**job["settings"]))
+        report = measure(job["bundle"], job["precision"], job["engine"], texts, BenchSettings(**job["settings"]))
     except EmbedrtError as err:
         report = {"error": str(err)}
     print(json.dumps(report))

@@ -1,31 +1,166 @@
-"""Choose and start the engine for a (bundle, precision, device): the one place devices map to engines."""
+"""Choose and start the engine for a (bundle, precision, engine, device): the one place they map to engines."""
 
 from __future__ import annotations
 
-from embedrt.bundle import Bundle
-from embedrt.errors import BackendError, BundleError
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from embedrt.bundle import DEFAULT_ENGINE, Bundle, split_variant_name, variant_name
+from embedrt.errors import BackendError, BundleError, InputError, missing_extra
 from embedrt.runtime.backends.base import Backend
-from embedrt.runtime.backends.ort import OrtBackend, OrtSettings
-from embedrt.runtime.devices import DEVICE_PRECISIONS, DEVICES
-from embedrt.runtime.threads import default_threads
+from embedrt.runtime.backends.trt_engines import TRT_VARIANT
+from embedrt.runtime.devices import (
+    AUTO,
+    AUTO_PRECISION,
+    CPU_ENGINES,
+    DEVICE_PRECISIONS,
+    DEVICES,
+    ENGINE_CHOICES,
+    RUN_PRECISIONS,
+    STORED_PRECISION,
+)
+
+#: The Python package each engine needs, and the extra that installs it.
+ENGINE_PACKAGES = {"onnxruntime": ("onnxruntime", "cpu"), "openvino": ("openvino", "openvino")}
 
 
-def open_backend(bundle: Bundle, precision: str, device: str, threads: int | None, verify: bool = True) -> Backend:
-    """Start the engine that runs ``precision`` of ``bundle`` on ``device``; never a different device."""
+@dataclass(frozen=True)
+class Choice:
+    """What runs: an engine, the precision it computes in, and the bundle variant it reads."""
+
+    engine: str
+    precision: str
+    variant: str
+
+    @property
+    def label(self) -> str:
+        """``int8`` (ONNX Runtime), ``openvino-int8``, ``openvino-bf16``: how reports name this row."""
+        return variant_name(self.engine, self.precision)
+
+
+def _installed(engine: str) -> bool:
+    """Whether the engine's package can be imported (a broken or blocked one counts as absent)."""
+    try:
+        return importlib.util.find_spec(ENGINE_PACKAGES[engine][0]) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _engines(precision: str, device: str) -> tuple[str, ...]:
+    """Engines that run ``precision`` on ``device``, in the order ``engine="auto"`` tries them."""
+    return CPU_ENGINES.get(precision, (DEFAULT_ENGINE,)) if device == "cpu" else (DEFAULT_ENGINE,)
+
+
+def choose(bundle: Bundle, precision: str = AUTO, engine: str = AUTO, device: str = "cpu") -> Choice:
+    """The variant and engine ``Encoder.load`` starts; a request that cannot be met is an error saying why.
+
+    ``engine="auto"`` skips a candidate whose variant the bundle lacks or whose package is not
+    installed; an engine asked for by name is never swapped for another.
+    """
     if device not in DEVICES:
         raise BundleError(f"unknown device {device!r}; use one of: {', '.join(DEVICES)}")
-    if device == "tensorrt":
-        from embedrt.runtime.backends.tensorrt import open_tensorrt_backend
-
-        return open_tensorrt_backend(bundle, precision, verify=verify)
-    if precision not in DEVICE_PRECISIONS[device]:
+    if engine not in ENGINE_CHOICES:
+        raise InputError(f"unknown engine {engine!r}; use one of: {', '.join(ENGINE_CHOICES)}")
+    if device != "cpu" and engine not in (AUTO, DEFAULT_ENGINE):
+        raise BackendError(f"engine {engine!r} runs on the CPU only; for device={device!r} leave engine='auto'")
+    if device == "tensorrt":  # the engine built from fp16-trt: its backend checks the precision and says what to build
+        return Choice("tensorrt", "fp16" if precision == AUTO else precision, TRT_VARIANT)
+    if precision != AUTO and precision not in RUN_PRECISIONS:
+        raise BundleError(f"unknown precision {precision!r}; use auto or one of: {', '.join(RUN_PRECISIONS)}")
+    if precision != AUTO and precision not in DEVICE_PRECISIONS[device]:
         raise BackendError(
             f"precision {precision!r} does not run on device={device!r} (it runs: "
             f"{', '.join(DEVICE_PRECISIONS[device])}); pick one of those, or device='cpu' for int8"
         )
-    model_path = bundle.variant_path(precision, verify=verify)
+    wanted = AUTO_PRECISION[device] if precision == AUTO else (precision,)
+    options = [Choice(e, p, variant_name(e, STORED_PRECISION.get(p, p))) for p in wanted for e in _engines(p, device)]
+    if engine != AUTO:
+        options = [option for option in options if option.engine == engine]
+        if not options:
+            runs = ", ".join(CPU_ENGINES.get(precision, (DEFAULT_ENGINE,)))
+            raise BackendError(f"engine {engine!r} does not run precision {precision!r}; it runs on: {runs}")
+    present = [option for option in options if option.variant in bundle.manifest.variants]
+    usable = [option for option in present if engine != AUTO or _installed(option.engine)]
+    if usable:
+        return usable[0]
+    if present:  # the bundle has it, the engine's package is missing
+        package, extra = ENGINE_PACKAGES[present[0].engine]
+        raise missing_extra(package, extra, f"running the {present[0].engine} variants of a bundle")
+    if precision == AUTO and engine == AUTO:
+        # Nothing the device prefers: the first variant of the bundle (fp32 on the CPU for every export).
+        name = next(iter(bundle.manifest.variants))
+        found, stored = split_variant_name(name)
+        return Choice(found, stored, name)
+    raise bundle.missing_variant(options[0].variant)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes bf16 natively here (False when OpenVINO is not installed)."""
+    if not _installed("openvino"):
+        return False
+    from embedrt.runtime.backends.openvino import import_openvino, native_bf16
+
+    return native_bf16(import_openvino().Core())
+
+
+def cpu_choices(
+    bundle: Bundle, precisions: Sequence[str] | None = None, engines: Sequence[str] | None = None
+) -> list[Choice]:
+    """Every (engine, precision) of ``bundle`` to run on this CPU, for reports such as bench and eval.
+
+    By default: each CPU variant whose engine is installed, and bf16 where OpenVINO's fp32 IR is there
+    and the CPU computes bf16 natively. Precisions or engines asked for by name must be runnable.
+    """
+    named_engines = engines is not None
+    engine_list = list(engines) if engines is not None else [e for e in ENGINE_PACKAGES if _installed(e)]
+    for engine in engine_list:
+        if engine not in ENGINE_PACKAGES:
+            raise InputError(f"unknown engine {engine!r}; use one of: {', '.join(ENGINE_PACKAGES)}")
+        if named_engines and not _installed(engine):
+            package, extra = ENGINE_PACKAGES[engine]
+            raise missing_extra(package, extra, f"running the {engine} variants of a bundle")
+    if not engine_list:
+        raise missing_extra("onnxruntime", "cpu", "running a bundle on the CPU")
+    wanted = list(precisions) if precisions is not None else list(DEVICE_PRECISIONS["cpu"])
+    found = []
+    for engine in engine_list:
+        for precision in wanted:
+            if engine not in CPU_ENGINES.get(precision, ()):
+                continue
+            choice = Choice(engine, precision, variant_name(engine, STORED_PRECISION.get(precision, precision)))
+            if choice.variant not in bundle.manifest.variants:
+                continue
+            if precision == "bf16" and precisions is None and not cpu_has_native_bf16():
+                continue
+            found.append(choice)
+    for precision in precisions or ():
+        if precision not in RUN_PRECISIONS:
+            raise InputError(f"unknown precision {precision!r}; use one of: {', '.join(RUN_PRECISIONS)}")
+        if not any(choice.precision == precision for choice in found):
+            engine = next((e for e in CPU_ENGINES.get(precision, ()) if e in engine_list), engine_list[0])
+            raise bundle.missing_variant(variant_name(engine, STORED_PRECISION.get(precision, precision)))
+    return found
+
+
+def open_backend(bundle: Bundle, choice: Choice, device: str, threads: int | None, verify: bool = True) -> Backend:
+    """Start the engine ``choice`` names for ``bundle`` on ``device``; never a different device."""
+    if device == "tensorrt":
+        from embedrt.runtime.backends.tensorrt import open_tensorrt_backend
+
+        return open_tensorrt_backend(bundle, choice.precision, verify=verify)
+    model_path = bundle.variant_path(choice.variant, verify=verify)
     if device == "cuda":
         from embedrt.runtime.backends.ort_cuda import OrtCudaBackend
 
         return OrtCudaBackend(model_path, threads=threads or 1)
+    from embedrt.runtime.threads import default_threads
+
+    if choice.engine == "openvino":
+        from embedrt.runtime.backends.openvino import OpenVinoBackend, OpenVinoSettings
+
+        hint = "bf16" if choice.precision == "bf16" else "f32"
+        return OpenVinoBackend(model_path, OpenVinoSettings(threads=threads or default_threads(), precision=hint))
+    from embedrt.runtime.backends.ort import OrtBackend, OrtSettings
+
     return OrtBackend(model_path, device, OrtSettings(threads=threads or default_threads()))

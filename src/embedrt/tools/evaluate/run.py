@@ -26,11 +26,12 @@ Results = dict[str, dict[str, dict[str, float]]]
 
 @dataclass(frozen=True)
 class EvalJob:
-    """What to score: a bundle's precisions (``None``: every variant the CPU runs) on pair files."""
+    """What to score: a bundle's precisions on its engines (``None``: every variant the CPU runs) on pair files."""
 
     bundle: str | os.PathLike[str]
     data: tuple[str, ...]
     precisions: tuple[str, ...] | None = None
+    engines: tuple[str, ...] | None = None
     format: str = "auto"
     split: str = "test"
     #: Add the PyTorch model's row: the bundle's source, or ``reference_model`` when given.
@@ -152,14 +153,12 @@ def _run_row(
 def run_eval(job: EvalJob, say: Callable[[str], None] = lambda message: None) -> tuple[list[PairSet], Results]:
     """Read every file, then score each precision (and the reference); ``say`` reports progress."""
     from embedrt.bundle import Bundle
-    from embedrt.runtime.devices import DEVICE_PRECISIONS
-    from embedrt.runtime.encoder import Encoder, resolve_precision
+    from embedrt.runtime.backends.select import cpu_choices
+    from embedrt.runtime.encoder import Encoder
 
     bundle = Bundle.open(job.bundle)
-    # By default every variant ONNX Runtime runs on this CPU (not fp16-trt, which only TensorRT runs).
-    cpu_variants = [p for p in bundle.manifest.variants if p in DEVICE_PRECISIONS["cpu"]]
-    precisions = list(dict.fromkeys(job.precisions or cpu_variants))
-    chosen = list(dict.fromkeys(resolve_precision(bundle, precision, "cpu") for precision in precisions))
+    # By default every variant this CPU runs (not fp16-trt, which only TensorRT runs), on each engine.
+    chosen = cpu_choices(bundle, job.precisions, job.engines)
     reference_source = job.reference_model or (bundle.manifest.source if job.reference else None)
 
     paths = [Path(path) for path in job.data]
@@ -172,9 +171,9 @@ def run_eval(job: EvalJob, say: Callable[[str], None] = lambda message: None) ->
         _local_source(reference_source)
 
     results: Results = {}
-    for precision in chosen:
-        encoder = Encoder.load(bundle.root, precision=precision, threads=job.threads)
-        results[precision] = _run_row(encoder, precision, datasets, job.batch_size, say)
+    for choice in chosen:
+        encoder = Encoder.load(bundle.root, precision=choice.precision, engine=choice.engine, threads=job.threads)
+        results[choice.label] = _run_row(encoder, choice.label, datasets, job.batch_size, say)
         del encoder
     if reference_source is not None:
         say(f"loading the PyTorch reference {reference_source}")
