@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from embedrt.errors import ExportError
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 _PUNCTUATION = "，。！？；：、“”‘’（）【】《》～…—·￥％＋－＝／＼＠＃＆＊" + string.punctuation
 
@@ -101,12 +103,13 @@ def build_standin(
     else:
         vocab = synthetic_vocab(spec.vocab_size, extra_chars)
     (hf_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(
-        vocab_file=str(hf_dir / "vocab.txt"),
-        do_lower_case=True,
-        tokenize_chinese_chars=True,
-        model_max_length=spec.max_position_embeddings,
+    # From the directory holding vocab.txt: transformers 5 ignores BertTokenizerFast(vocab_file=...) and
+    # would build a tokenizer with only the special tokens, which reads every word as [UNK].
+    tokenizer = BertTokenizerFast.from_pretrained(
+        str(hf_dir), do_lower_case=True, tokenize_chinese_chars=True, model_max_length=spec.max_position_embeddings
     )
+    if len(tokenizer) != len(set(vocab)):  # bert-base-chinese's vocab.txt repeats a few lines
+        raise ExportError(f"the stand-in tokenizer has {len(tokenizer)} tokens, its vocab.txt {len(set(vocab))}")
     config = BertConfig(
         vocab_size=len(vocab),
         hidden_size=spec.hidden_size,
