@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -56,7 +57,7 @@ def test_concurrent_requests_share_batches_and_get_their_own_rows(offline):
 
 
 def test_a_request_larger_than_the_budget_spans_cycles(offline):
-    batcher = DynamicBatcher(offline, max_batch_tokens=64, max_wait_s=0.0)
+    batcher = DynamicBatcher(offline, max_batch_tokens=16, max_wait_s=0.0)  # a cycle takes 4 runs: 64 tokens
     results = run(_embed_all(batcher, [(TEXTS, False), (TEXTS[:3], True)]))
     np.testing.assert_allclose(results[0], offline.encode(TEXTS), atol=1e-5)
     np.testing.assert_allclose(results[1], offline.encode(TEXTS[:3], normalize=True), atol=1e-5)
@@ -112,3 +113,44 @@ def test_embed_before_start_is_an_error(offline):
     batcher = DynamicBatcher(offline)
     with pytest.raises(BackendError, match="not started"):
         run(batcher.embed(offline.tokenize(["a"]), False))
+
+
+class SlowEncoder(CountingEncoder):
+    """The real encoder, each engine run taking ``delay`` seconds; remembers every text it ran."""
+
+    def __init__(self, encoder, delay: float) -> None:
+        super().__init__(encoder)
+        self.delay, self.seen = delay, []
+
+    def run_batch(self, batch, normalize=None):
+        time.sleep(self.delay)
+        mask = batch.inputs["attention_mask"].astype(bool)
+        self.seen.extend(tuple(row[keep].tolist()) for row, keep in zip(batch.inputs["input_ids"], mask, strict=True))
+        return super().run_batch(batch, normalize)
+
+
+def test_an_expired_request_never_reaches_the_engine(offline):
+    """A request whose deadline passes while it waits behind a slow run fails with 504's error, unrun."""
+    from embedrt.server.batcher import DeadlineExceeded
+
+    slow = SlowEncoder(offline, delay=0.5)
+    batcher = DynamicBatcher(slow, max_batch_tokens=4096, max_wait_s=0.0, max_batch_requests=1)
+
+    async def scenario():
+        await batcher.start()
+        try:
+            first = asyncio.create_task(batcher.embed(await batcher.tokenize(["the first request"]), False))
+            await asyncio.sleep(0.1)  # the first request is in the engine for 0.5 s
+            late = await batcher.tokenize(["too late"])
+            with pytest.raises(DeadlineExceeded, match="past its deadline of 100 ms; none of its texts ran"):
+                await batcher.embed(late, False, deadline=time.monotonic() + 0.1)
+            patient = await batcher.embed(await batcher.tokenize(["patient"]), False, deadline=time.monotonic() + 30)
+            return await first, late, patient
+        finally:
+            await batcher.stop()
+
+    first, late, patient = run(scenario())
+    assert tuple(late[0].ids) not in slow.seen  # the expired request's text never ran
+    assert slow.runs == 2 and len(slow.seen) == 2  # the first and the patient one
+    np.testing.assert_allclose(patient, offline.encode(["patient"]), atol=1e-5)
+    assert batcher.metrics.expired._value.get() == 1

@@ -18,8 +18,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     for option in OPTIONS:
         default = ServerSettings.__dataclass_fields__[option.field].default
         shown = "" if default is None or option.field == "api_key" else f", default {default}"
-        # Parsed later, with the variables, by resolve_settings: a flag stays a string here.
-        p.add_argument(option.flag, default=None, metavar=option.metavar, help=f"{option.help} ({option.env}{shown})")
+        # Parsed later, with the variables, by resolve_settings: a flag stays a string here. A yes/no
+        # option given alone (--split-client-batches) means yes.
+        switch = {"nargs": "?", "const": "true"} if option.metavar == "BOOL" else {}
+        p.add_argument(
+            option.flag, default=None, metavar=option.metavar, help=f"{option.help} ({option.env}{shown})", **switch
+        )
     p.set_defaults(run=run)
 
 

@@ -72,6 +72,7 @@ class Encoder:
         verify: bool = True,
         cache_size: int = 0,
         engine: str = "auto",
+        spin: bool = True,
     ) -> Encoder:
         """Open a bundle and start its engine.
 
@@ -82,6 +83,8 @@ class Encoder:
         ``threads`` defaults to the CPUs this process may use (its affinity, capped by a container's
         CPU quota). ``verify`` checks the graph's sha256. ``cache_size`` > 0 keeps that many embeddings
         of texts already seen and returns them without running the model (see :mod:`embedrt.runtime.cache`).
+        ``spin``: ONNX Runtime's threads busy-wait between operators (ONNX Runtime's default; a little faster
+        for back-to-back batches, CPU burnt while idle or sharing cores); the server turns it off.
         """
         if threads is not None and threads < 1:
             raise InputError(f"threads must be >= 1, got {threads}")
@@ -91,7 +94,7 @@ class Encoder:
         choice = choose(opened, precision, engine, device)
         manifest = opened.manifest
         tokenizer = TextTokenizer(opened.tokenizer_path, manifest.max_seq_length, manifest.do_lower_case)
-        backend = open_backend(opened, choice, device, threads, verify=verify)
+        backend = open_backend(opened, choice, device, threads, verify=verify, spin=spin)
         cache = EmbeddingCache(cache_size, manifest.dim, manifest.max_seq_length) if cache_size else None
         return cls(opened, choice, backend, tokenizer, cache)
 
@@ -112,11 +115,12 @@ class Encoder:
     ) -> list[EncodedBatch]:
         """Length-sorted padded batches; each remembers the positions of its rows."""
         lengths = [len(encoding.ids) for encoding in encodings]
+        return self.pack(encodings, plan_batches(lengths, batch_size, max_batch_tokens))
+
+    def pack(self, encodings: Sequence[Encoding], plan: Sequence[np.ndarray]) -> list[EncodedBatch]:
+        """Padded engine inputs for each group of positions in ``plan`` (from a planner in :mod:`.batching`)."""
         with_types = "token_type_ids" in self.backend.input_names
-        return [
-            EncodedBatch(positions, pad_batch([encodings[i] for i in positions], with_types))
-            for positions in plan_batches(lengths, batch_size, max_batch_tokens)
-        ]
+        return [EncodedBatch(positions, pad_batch([encodings[i] for i in positions], with_types)) for positions in plan]
 
     def run_batch(self, batch: EncodedBatch, normalize: bool | None = None) -> np.ndarray:
         """Sentence embeddings ``(rows, dim)`` for one batch, in the batch's row order."""

@@ -22,20 +22,37 @@ class TextTokenizer:
             ) from err
         tokenizer.no_padding()
         tokenizer.enable_truncation(max_length=max_seq_length, strategy="longest_first")
-        self._tokenizer = tokenizer
+        self._tokenizers = {"right": tokenizer}
+        self._path = path
         self.max_seq_length = max_seq_length
         self.do_lower_case = do_lower_case
 
-    def encode(self, texts: Sequence[str]) -> list[Encoding]:
+    def _truncating(self, direction: str) -> Tokenizer:
+        """The tokenizer that cuts over-long texts at their end (``right``, as sentence-transformers) or start."""
+        found = self._tokenizers.get(direction)
+        if found is None:
+            if direction != "left":
+                raise InputError(f"truncation direction must be 'right' or 'left', got {direction!r}")
+            found = Tokenizer.from_file(str(self._path))
+            found.no_padding()
+            found.enable_truncation(max_length=self.max_seq_length, strategy="longest_first", direction="left")
+            self._tokenizers[direction] = found
+        return found
+
+    def encode(self, texts: Sequence[str], direction: str = "right") -> list[Encoding]:
         """Token ids of already validated strings, in order, truncated, with [CLS]/[SEP].
+
+        ``direction="left"`` keeps the end of an over-long text instead of its start (TEI's
+        ``truncation_direction``); [CLS] and [SEP] stay in place either way.
 
         A text that is not valid Unicode (a lone surrogate such as ``"\\ud800"``, which JSON and
         Python strings allow) raises :class:`InputError` naming its index.
         """
+        tokenizer = self._truncating(direction)
         if self.do_lower_case:
             texts = [text.lower() for text in texts]
         try:
-            return self._tokenizer.encode_batch(list(texts), add_special_tokens=True)
+            return tokenizer.encode_batch(list(texts), add_special_tokens=True)
         except (TypeError, UnicodeEncodeError) as err:  # tokenizers cannot take such a str
             raise _unencodable(texts) or err from err
 

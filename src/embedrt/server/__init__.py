@@ -1,8 +1,9 @@
 """``embedrt serve``: an OpenAI- and TEI-compatible embedding server with dynamic batching.
 
-Modules: ``settings`` (flags and ``EMBEDRT_*`` variables), ``schemas`` (the two wire dialects),
+Modules: ``settings`` (flags and ``EMBEDRT_*`` variables), ``schemas`` (the wire dialects),
 ``batcher`` (dynamic batching on one engine thread), ``errors`` (error kind -> HTTP status, in one
-place), ``metrics`` (Prometheus), ``app`` (the FastAPI factory), ``serve`` (uvicorn, SIGTERM drain).
+place), ``metrics`` (Prometheus), ``app`` (the ASGI application), ``http`` (uvicorn's protocol with
+read deadlines and a connection cap), ``serve`` (uvicorn, SIGTERM drain).
 Importing this package loads nothing heavy; the ``server`` extra is needed only to run it.
 """
 
@@ -12,7 +13,7 @@ import importlib.util
 
 from embedrt.errors import missing_extra
 
-SERVER_PACKAGES = ("fastapi", "uvicorn", "prometheus_client")
+SERVER_PACKAGES = ("uvicorn", "httptools", "orjson", "prometheus_client")
 
 
 def require_server_extra() -> None:

@@ -1,39 +1,93 @@
-"""The FastAPI application: routes for OpenAI and TEI clients, health, info and metrics.
+"""The ASGI application: routes for OpenAI and TEI clients, health, info and metrics.
 
-Routes stay thin: authorize, admit (or 429), parse and check limits, tokenize, hand to the
-:class:`~embedrt.server.batcher.DynamicBatcher`, render. Errors go to :mod:`embedrt.server.errors`.
+A plain ASGI callable, no web framework: each request costs a dictionary lookup and the work it asks
+for. Routes stay thin: authorize, admit (or 429), read the body within ``--payload-limit`` however it
+is sent, parse and check limits, tokenize, look in the result cache, hand the rest to the
+:class:`~embedrt.server.batcher.DynamicBatcher`, render with orjson. Errors go through the one table
+in :mod:`embedrt.server.errors`.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import hmac
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+import orjson
+from tokenizers import Encoding
 
+from embedrt.runtime.cache import cache_key
 from embedrt.runtime.encoder import Encoder
 from embedrt.server.batcher import DynamicBatcher
-from embedrt.server.errors import ErrorKind, ServerError, install_error_handlers
+from embedrt.server.errors import ErrorKind, ServerError, classify, render_error
 from embedrt.server.metrics import Metrics
-from embedrt.server.schemas import openai_body, parse_json_object, parse_openai, parse_tei, tei_body
+from embedrt.server.schemas import (
+    openai_body,
+    parse_json_object,
+    parse_openai,
+    parse_similarity,
+    parse_tei,
+    parse_tokenize,
+    tei_body,
+)
 from embedrt.server.settings import ServerSettings
 
 log = logging.getLogger("embedrt.server")
 
-EMBEDDING_ROUTES = ("/v1/embeddings", "/embed")
-JSON = "application/json"
-#: Responses with more floats than this are serialized on a helper thread, not the event loop.
-INLINE_RENDER_FLOATS = 32 * 1024
+JSON = b"application/json"
+#: Routes whose requests pass admission (--max-concurrent-requests) and are timed by the request metrics.
+EMBEDDING_ROUTES = ("/v1/embeddings", "/embed", "/similarity")
+#: A client's own deadline for one request, in milliseconds (at most the server's --request-timeout-ms).
+TIMEOUT_HEADER = "x-request-timeout-ms"
 WARM_UP_TEXTS = ("warm up", "预热" * 40, "a b c d e f g h i j k l m n o p q r s t u v w x y z")
+
+Response = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its request body arrived: nobody to answer."""
+
+
+class Request:
+    """What a route needs of one HTTP request."""
+
+    __slots__ = ("headers", "method", "path", "receive", "started")
+
+    def __init__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        self.path: str = scope["path"]
+        self.method: str = scope["method"]
+        self.headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        self.receive = receive
+        self.started = time.monotonic()
+
+    async def body(self, limit: int) -> bytes:
+        """The whole body, refused with 413 as soon as it passes ``limit`` bytes, however it is sent."""
+        declared = self.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise _too_large(f"the request body has {declared} bytes", limit)
+        chunks, size = [], 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:  # chunked, or longer than it said: stop reading now, memory stays flat
+                raise _too_large(f"the request body passed {limit} bytes", limit)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _too_large(what: str, limit: int) -> ServerError:
+    return ServerError(
+        ErrorKind.TOO_LARGE, f"{what}; this server takes at most {limit} (--payload-limit)", "body", close=True
+    )
 
 
 def model_name(encoder: Encoder) -> str:
@@ -42,177 +96,297 @@ def model_name(encoder: Encoder) -> str:
     return encoder.bundle.root.resolve().name if not source or Path(source).is_absolute() else source
 
 
-class _ObserveRequests:
-    """ASGI middleware: duration and status of every embedding request, including refused ones."""
+class EmbeddingServer:
+    """The ASGI application serving ``encoder`` within ``settings``' limits."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
+    def __init__(self, encoder: Encoder, settings: ServerSettings, metrics: Metrics | None = None) -> None:
+        self.encoder = encoder
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.batcher = DynamicBatcher(
+            encoder,
+            max_batch_tokens=settings.max_batch_tokens,
+            max_wait_s=settings.max_wait_s,
+            max_batch_requests=settings.max_batch_requests,
+            metrics=self.metrics,
+        )
+        self.name = model_name(encoder)
+        self.ready = False
+        self.in_flight = 0
+        self.routes: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {
+            "/v1/embeddings": {"POST": self.openai_embeddings},
+            "/embed": {"POST": self.tei_embed},
+            "/similarity": {"POST": self.similarity},
+            "/tokenize": {"POST": self.tokenize},
+            "/health": {"GET": self.health},
+            "/info": {"GET": self.info},
+            "/v1/models": {"GET": self.models},
+            "/metrics": {"GET": self.prometheus},
+        }
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or path not in EMBEDDING_ROUTES:
-            await self.app(scope, receive, send)
+    # ------------------------------------------------------------------------------------------ ASGI
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.start()
+                except Exception as err:  # reported to uvicorn, which exits; serve() says so
+                    log.error("warm-up failed", exc_info=err)
+                    await send({"type": "lifespan.startup.failed", "message": str(err)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def start(self) -> None:
+        """Start the batcher and run the engine once per warm-up text, before the first client."""
+        await self.batcher.start()
+        for text in WARM_UP_TEXTS:  # first runs allocate engine buffers; pay for that now
+            await self.batcher.embed(await self.batcher.tokenize([text] * 4), normalize=False)
+        self.ready = True
+        log.info(
+            "embedrt: serving %s (%s %s, %s), dim %d",
+            self.name,
+            self.encoder.engine,
+            self.encoder.precision,
+            self.encoder.backend.name,
+            self.encoder.dim,
+        )
+
+    async def stop(self) -> None:
+        self.ready = False
+        await self.batcher.stop()
+
+    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        request = Request(scope, receive)
+        close = False
+        try:
+            methods = self.routes.get(request.path)
+            if methods is None:
+                raise ServerError(
+                    ErrorKind.NOT_FOUND, f"no route {request.path}; this server has {', '.join(self.routes)}"
+                )
+            route = methods.get(request.method)
+            if route is None:
+                allowed = ", ".join(methods)
+                raise ServerError(ErrorKind.METHOD, f"{request.method} is not allowed on {request.path}; use {allowed}")
+            status, headers, body = await route(request)
+        except ClientGone:
             return
-        start = time.perf_counter()
-        status = 500
+        except Exception as err:
+            kind, message, param = classify(err)
+            if kind is ErrorKind.BACKEND:
+                log.error("request %s %s failed", request.method, request.path, exc_info=err)
+            self.metrics.failures.labels(kind.value).inc()
+            status, headers, body = render_error(kind, message, request.path, param)
+            close = isinstance(err, ServerError) and err.close
+        head = [(b"content-length", str(len(body)).encode()), *headers]
+        if not any(name == b"content-type" for name, _ in headers):
+            head.append((b"content-type", JSON))
+        if close:  # the body was not read to its end: the connection cannot carry another request
+            head.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": head})
+        await send({"type": "http.response.body", "body": body})
+        if request.path in EMBEDDING_ROUTES:
+            self.metrics.request_duration.labels(request.path).observe(time.monotonic() - request.started)
+            self.metrics.requests.labels(request.path, str(status)).inc()
 
-        async def observe_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, observe_send)
-        finally:
-            self.metrics.request_duration.labels(path).observe(time.perf_counter() - start)
-            self.metrics.requests.labels(path, str(status)).inc()
-
-
-def create_app(encoder: Encoder, settings: ServerSettings) -> FastAPI:
-    """An application serving ``encoder`` within ``settings``' limits; the batcher lives in its lifespan."""
-    metrics = Metrics()
-    batcher = DynamicBatcher(
-        encoder,
-        max_batch_tokens=settings.max_batch_tokens,
-        max_wait_s=settings.max_wait_s,
-        max_batch_requests=settings.max_batch_requests,
-        metrics=metrics,
-    )
-    name = model_name(encoder)
-    state = {"ready": False, "in_flight": 0}
-    # Bytes a valid request can need: every text at the character limit, JSON-escaped (\uXXXX is 6 bytes).
-    max_body = settings.max_client_batch_size * (settings.max_input_chars * 6 + 8) + 64 * 1024
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await batcher.start()
-        for text in WARM_UP_TEXTS:  # first runs allocate ORT buffers; pay for that before the first client
-            await batcher.embed(await batcher.tokenize([text] * 4), normalize=False)
-        state["ready"] = True
-        log.info("embedrt: serving %s (%s, %s), dim %d", name, encoder.precision, encoder.backend.name, encoder.dim)
-        try:
-            yield
-        finally:
-            state["ready"] = False
-            await batcher.stop()
-
-    app = FastAPI(title="embedrt", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.batcher = batcher
-    app.state.metrics = metrics
-    install_error_handlers(app, lambda kind: metrics.failures.labels(kind.value).inc())
-    app.add_middleware(_ObserveRequests, metrics=metrics)
-
-    def authorize(request: Request) -> None:
-        if settings.api_key is None:
+    # ------------------------------------------------------------------------------------------ shared steps
+    def authorize(self, request: Request) -> None:
+        key = self.settings.api_key
+        if key is None:
             return
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.api_key.encode()):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
             what = "wrong API key" if header else "missing 'Authorization: Bearer KEY' header"
             raise ServerError(ErrorKind.UNAUTHORIZED, f"{what}: this server was started with --api-key")
 
-    @asynccontextmanager
-    async def admitted() -> AsyncIterator[None]:
-        if state["in_flight"] >= settings.max_concurrent_requests:
+    @contextlib.asynccontextmanager
+    async def admitted(self) -> AsyncIterator[None]:
+        if self.in_flight >= self.settings.max_concurrent_requests:
             raise ServerError(
                 ErrorKind.OVERLOADED,
-                f"the server is at its limit of {settings.max_concurrent_requests} concurrent requests "
+                f"the server is at its limit of {self.settings.max_concurrent_requests} concurrent requests "
                 "(--max-concurrent-requests); retry after the Retry-After seconds",
             )
-        state["in_flight"] += 1
-        metrics.in_flight.inc()
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
         try:
             yield
         finally:
-            state["in_flight"] -= 1
-            metrics.in_flight.dec()
+            self.in_flight -= 1
+            self.metrics.in_flight.dec()
 
-    async def read_json(request: Request) -> dict:
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > max_body:
-            raise ServerError(
-                ErrorKind.TOO_LARGE,
-                f"the request body has {length} bytes; requests within --max-client-batch-size and "
-                f"--max-input-chars are at most {max_body}",
-                "body",
-            )
-        return parse_json_object(await request.body())
+    def deadline(self, request: Request) -> float | None:
+        """When the request must have started (``time.monotonic()``), from the server's limit and the header."""
+        limits = [self.settings.request_timeout_ms] if self.settings.request_timeout_ms else []
+        asked = request.headers.get(TIMEOUT_HEADER)
+        if asked is not None:
+            if not asked.strip().isdigit() or not 1 <= int(asked) <= 86_400_000:
+                raise ServerError(
+                    ErrorKind.VALIDATION,
+                    f"header X-Request-Timeout-Ms must be a whole number of milliseconds, got {asked[:40]!r}",
+                    "X-Request-Timeout-Ms",
+                )
+            limits.append(int(asked))
+        return request.started + min(limits) / 1000 if limits else None
 
-    async def render(make_body: Callable[..., bytes], *args: Any) -> Response:
-        vectors = args[0]
-        body = make_body(*args) if vectors.size <= INLINE_RENDER_FLOATS else await asyncio.to_thread(make_body, *args)
-        return Response(body, media_type=JSON)
+    async def json(self, request: Request) -> dict[str, Any]:
+        return parse_json_object(await request.body(self.settings.payload_limit))
 
-    def account(vectors: np.ndarray, tokens: int) -> None:
-        metrics.texts.inc(len(vectors))
-        metrics.tokens.inc(tokens)
-
-    @app.post("/v1/embeddings")
-    async def openai_embeddings(request: Request) -> Response:
-        authorize(request)
-        async with admitted():
-            query = parse_openai(await read_json(request), settings, encoder.dim)
-            encodings = await batcher.tokenize(query.texts)
-            vectors = await batcher.embed(encodings, normalize=encoder.manifest.normalize)
-            tokens = sum(len(encoding.ids) for encoding in encodings)
-            account(vectors, tokens)
-            return await render(openai_body, vectors, query.encoding_format, name, tokens)
-
-    @app.post("/embed")
-    async def tei_embed(request: Request) -> Response:
-        authorize(request)
-        async with admitted():
-            query = parse_tei(await read_json(request), settings)
-            encodings = await batcher.tokenize(query.texts)
-            if not query.truncate:
+    async def embed(
+        self, texts: list[str], normalize: bool, truncate: bool, direction: str, deadline: float | None, field: str
+    ) -> tuple[np.ndarray, int]:
+        """Vectors of ``texts`` (in pieces of --max-client-batch-size when splitting) and their token count."""
+        size = self.settings.max_client_batch_size
+        parts, tokens = [], 0
+        for start in range(0, len(texts), size):
+            encodings = await self.batcher.tokenize(texts[start : start + size], direction)
+            if not truncate:
                 for index, encoding in enumerate(encodings):
                     if encoding.overflowing:
                         raise ServerError(
                             ErrorKind.TOO_LARGE,
-                            f"'inputs[{index}]' is longer than this model's {encoder.max_seq_length} tokens; "
-                            'send "truncate": true to embed its first tokens, or shorten it',
-                            "inputs",
+                            f"'{field}[{start + index}]' is longer than this model's {self.encoder.max_seq_length} "
+                            'tokens; send "truncate": true to embed its first tokens, or shorten it',
+                            field,
                         )
-            vectors = await batcher.embed(encodings, normalize=query.normalize)
-            account(vectors, sum(len(encoding.ids) for encoding in encodings))
-            return await render(tei_body, vectors)
+            tokens += sum(len(encoding.ids) for encoding in encodings)
+            parts.append(await self.cached(encodings, normalize, deadline))
+        self.metrics.texts.inc(len(texts))
+        self.metrics.tokens.inc(tokens)
+        return (parts[0] if len(parts) == 1 else np.concatenate(parts)), tokens
 
-    @app.get("/health")
-    async def health() -> Response:
-        if not (state["ready"] and batcher.healthy):
+    async def cached(self, encodings: list[Encoding], normalize: bool, deadline: float | None) -> np.ndarray:
+        """Vectors from the result cache where it has them, from the batcher for the rest."""
+        cache = self.encoder.cache
+        if cache is None:
+            return await self.batcher.embed(encodings, normalize, deadline)
+        keys = [cache_key(encoding.ids, normalize) for encoding in encodings]
+        found = cache.get_many(keys)
+        missing = [index for index, vector in enumerate(found) if vector is None]
+        self.metrics.cache_hits.inc(len(keys) - len(missing))
+        self.metrics.cache_misses.inc(len(missing))
+        if len(missing) == len(keys):
+            vectors = await self.batcher.embed(encodings, normalize, deadline)
+            cache.put_many(keys, vectors)
+            return vectors
+        out = np.empty((len(keys), self.encoder.dim), dtype=np.float32)
+        for index, vector in enumerate(found):
+            if vector is not None:
+                out[index] = vector
+        if missing:
+            computed = await self.batcher.embed([encodings[i] for i in missing], normalize, deadline)
+            out[missing] = computed
+            cache.put_many([keys[i] for i in missing], computed)
+        return out
+
+    # ------------------------------------------------------------------------------------------ routes
+    async def openai_embeddings(self, request: Request) -> Response:
+        self.authorize(request)
+        async with self.admitted():
+            deadline = self.deadline(request)
+            query = parse_openai(await self.json(request), self.settings, self.encoder.dim)
+            vectors, tokens = await self.embed(
+                query.texts, self.encoder.manifest.normalize, True, "right", deadline, "input"
+            )
+            return 200, [], openai_body(vectors, query.encoding_format, self.name, tokens)
+
+    async def tei_embed(self, request: Request) -> Response:
+        self.authorize(request)
+        async with self.admitted():
+            deadline = self.deadline(request)
+            query = parse_tei(await self.json(request), self.settings)
+            vectors, _ = await self.embed(
+                query.texts, query.normalize, query.truncate, query.direction, deadline, "inputs"
+            )
+            return 200, [], tei_body(vectors)
+
+    async def similarity(self, request: Request) -> Response:
+        """TEI's ``/similarity``: the cosine of ``source_sentence`` with each of ``sentences``, in order."""
+        self.authorize(request)
+        async with self.admitted():
+            deadline = self.deadline(request)
+            query = parse_similarity(await self.json(request), self.settings)
+            texts = [query.source, *query.sentences]
+            vectors, _ = await self.embed(texts, True, query.truncate, query.direction, deadline, "inputs.sentences")
+            scores = np.clip(vectors[1:] @ vectors[0], -1.0, 1.0)
+            return 200, [], orjson.dumps(scores, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    async def tokenize(self, request: Request) -> Response:
+        """TEI's ``/tokenize``: for each input, its tokens as the model sees them (character offsets)."""
+        self.authorize(request)
+        query = parse_tokenize(await self.json(request), self.settings)
+        encodings = await self.batcher.tokenize(query.texts)
+        body = [
+            _tokens(text, encoding, query.add_special_tokens)
+            for text, encoding in zip(query.texts, encodings, strict=True)
+        ]
+        return 200, [], orjson.dumps(body)
+
+    async def health(self, request: Request) -> Response:
+        if not (self.ready and self.batcher.healthy):
             raise ServerError(
                 ErrorKind.UNAVAILABLE, "the model is not loaded and warmed yet, or the server is stopping"
             )
-        return Response(b'{"status":"ok"}', media_type=JSON)
+        return 200, [], b'{"status":"ok"}'
 
-    @app.get("/info")
-    async def info(request: Request) -> Response:
-        authorize(request)
+    async def info(self, request: Request) -> Response:
+        self.authorize(request)
+        encoder = self.encoder
         body = {
-            "model_id": name,
+            "model_id": self.name,
             "model_dtype": encoder.precision,
-            "engine": encoder.backend.name,
+            "engine": encoder.engine,
+            "backend": encoder.backend.name,
+            "variant": encoder.variant,
+            "threads": getattr(getattr(encoder.backend, "settings", None), "threads", None),
             "dim": encoder.dim,
             "max_input_length": encoder.max_seq_length,
-            "max_client_batch_size": settings.max_client_batch_size,
-            "max_batch_tokens": settings.max_batch_tokens,
-            "max_concurrent_requests": settings.max_concurrent_requests,
-            "limits": settings.public(),
-            "manifest": json.loads(encoder.manifest.to_json()),
+            "max_client_batch_size": self.settings.max_client_batch_size,
+            "max_batch_tokens": self.settings.max_batch_tokens,
+            "max_concurrent_requests": self.settings.max_concurrent_requests,
+            "limits": self.settings.public(),
+            "cache": encoder.cache.stats() if encoder.cache is not None else None,
+            "manifest": orjson.loads(encoder.manifest.to_json()),
         }
-        return Response(json.dumps(body, ensure_ascii=False).encode(), media_type=JSON)
+        return 200, [], orjson.dumps(body)
 
-    @app.get("/v1/models")
-    async def models(request: Request) -> Response:
-        authorize(request)
-        data = [{"id": name, "object": "model", "created": 0, "owned_by": "embedrt"}]
-        return Response(json.dumps({"object": "list", "data": data}).encode(), media_type=JSON)
+    async def models(self, request: Request) -> Response:
+        self.authorize(request)
+        data = [{"id": self.name, "object": "model", "created": 0, "owned_by": "embedrt"}]
+        return 200, [], orjson.dumps({"object": "list", "data": data})
 
-    @app.get("/metrics")
-    async def prometheus(request: Request) -> Response:
-        authorize(request)
-        return Response(metrics.render(), media_type=metrics.content_type)
+    async def prometheus(self, request: Request) -> Response:
+        self.authorize(request)
+        return 200, [(b"content-type", self.metrics.content_type.encode())], self.metrics.render()
 
-    return app
+
+def _tokens(text: str, encoding: Encoding, special_tokens: bool) -> list[dict[str, Any]]:
+    """TEI's token records: id, the text it covers (or the special token), special, start and stop."""
+    records = []
+    for token_id, token, special, (start, stop) in zip(
+        encoding.ids, encoding.tokens, encoding.special_tokens_mask, encoding.offsets, strict=True
+    ):
+        if special and not special_tokens:
+            continue
+        records.append(
+            {
+                "id": token_id,
+                "text": token if special else text[start:stop],
+                "special": bool(special),
+                "start": None if special else start,
+                "stop": None if special else stop,
+            }
+        )
+    return records

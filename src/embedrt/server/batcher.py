@@ -1,12 +1,17 @@
 """Dynamic batching: requests that arrive together share engine runs, and each gets back its own rows.
 
 Requests enter a FIFO queue already tokenized. A collector coroutine waits until the oldest queued
-request has waited ``max_wait`` or the queued tokens fill ``max_batch_tokens``, takes texts from the
-front of the queue up to that budget (a large request may span cycles), and hands them to ONE worker
-thread. The worker sorts them by length into padded batches (``Encoder.batches``), runs the engine
-(ONNX Runtime already uses every core per run, so one thread is the right number), and resolves each
-request's future as soon as its last row is done. Pooling per row and normalization per request make
-every fp32 result what ``Encoder.encode`` gives for that request alone.
+request has waited ``max_wait`` or the queue holds a full engine run, then takes texts from the front
+of the queue up to ``cycle_tokens`` (several runs' worth; a large request may span cycles) and hands
+them to ONE worker thread. The worker plans the cycle's engine runs over all of them at once
+(:func:`~embedrt.runtime.batching.plan_runs`: fewest padded tokens plus a small cost per run, at most
+``max_batch_tokens`` padded tokens a run), runs the engine (it already uses every core per run, so one
+thread is the right number), and resolves each request's future as soon as its last row is done.
+Pooling per row and normalization per request make every fp32 result what ``Encoder.encode`` gives
+for that request alone.
+
+A request may carry a deadline. One that passes while the request is queued, or while its cycle has
+not yet reached its first row, fails with :class:`DeadlineExceeded` and none of its rows reach the engine.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 from tokenizers import Encoding
 
 from embedrt.errors import BackendError, EmbedrtError
+from embedrt.runtime.batching import plan_runs
 from embedrt.runtime.encoder import Encoder
 from embedrt.runtime.pooling import l2_normalize
 from embedrt.server.metrics import Metrics
@@ -31,6 +37,13 @@ log = logging.getLogger("embedrt.server")
 #: Requests with at most this many characters are tokenized on the event loop (well under a millisecond);
 #: larger ones go to a helper thread so one big request cannot stall every other connection.
 INLINE_TOKENIZE_CHARS = 4096
+#: Engine runs' worth of real tokens one cycle takes from the queue: enough that the planner sees most of
+#: what is waiting (64 clients x a few queries is ~7k tokens), few enough that a cycle stays short.
+CYCLE_RUNS = 4
+
+
+class DeadlineExceeded(EmbedrtError):
+    """A request's deadline passed before the engine ran any of its texts."""
 
 
 @dataclass(eq=False)
@@ -42,6 +55,7 @@ class _Job:
     future: asyncio.Future
     arrived: float
     output: np.ndarray
+    deadline: float | None = None  # time.monotonic() after which it must not start
     lengths: list[int] = field(default_factory=list)
     taken: int = 0  # rows handed to the engine (event-loop side)
     done: int = 0  # rows finished (worker side)
@@ -50,9 +64,12 @@ class _Job:
     def __post_init__(self) -> None:
         self.lengths = [len(encoding.ids) for encoding in self.encodings]
 
+    def expired(self, now: float) -> bool:
+        return self.deadline is not None and not self.started and now >= self.deadline
+
 
 class DynamicBatcher:
-    """Merges concurrent requests into token-budgeted engine batches on one worker thread."""
+    """Merges concurrent requests into token-budgeted engine runs on one worker thread."""
 
     def __init__(
         self,
@@ -64,6 +81,7 @@ class DynamicBatcher:
     ) -> None:
         self.encoder = encoder
         self.max_batch_tokens = max_batch_tokens
+        self.cycle_tokens = CYCLE_RUNS * max_batch_tokens
         self.max_wait_s = max_wait_s
         self.max_batch_requests = max_batch_requests
         self.metrics = metrics or Metrics()
@@ -95,14 +113,22 @@ class DynamicBatcher:
         return self._task is not None and not self._task.done() and not self._closing
 
     # ------------------------------------------------------------------------------------------ requests
-    async def tokenize(self, texts: list[str]) -> list[Encoding]:
+    async def tokenize(self, texts: list[str], direction: str = "right") -> list[Encoding]:
         """Token ids for validated texts, off the event loop when the request is large."""
+        started = time.perf_counter()
         if sum(len(text) for text in texts) <= INLINE_TOKENIZE_CHARS:
-            return self.encoder.tokenize(texts)
-        return await asyncio.to_thread(self.encoder.tokenize, texts)
+            encodings = self.encoder.tokenizer.encode(texts, direction)
+        else:
+            encodings = await asyncio.to_thread(self.encoder.tokenizer.encode, texts, direction)
+        self.metrics.tokenize_duration.observe(time.perf_counter() - started)
+        return encodings
 
-    async def embed(self, encodings: list[Encoding], normalize: bool) -> np.ndarray:
-        """Float32 ``(len(encodings), dim)`` embeddings, in order, once the engine has run them."""
+    async def embed(self, encodings: list[Encoding], normalize: bool, deadline: float | None = None) -> np.ndarray:
+        """Float32 ``(len(encodings), dim)`` embeddings, in order, once the engine has run them.
+
+        ``deadline`` (``time.monotonic()``): if it passes before the first of these texts runs, raise
+        :class:`DeadlineExceeded` and run none of them.
+        """
         if self._task is None:
             raise BackendError("the batcher is not started; call start() inside the event loop first")
         if self._closing:
@@ -114,6 +140,7 @@ class DynamicBatcher:
             future=loop.create_future(),
             arrived=time.monotonic(),
             output=np.empty((len(encodings), self.encoder.dim), dtype=np.float32),
+            deadline=deadline,
         )
         if not job.encodings:
             return job.output
@@ -122,13 +149,20 @@ class DynamicBatcher:
         self._pending_tokens += sum(job.lengths)
         self.metrics.queue_size.set(self._pending_texts)
         self._arrived.set()
+        if deadline is not None:
+            await asyncio.wait({job.future}, timeout=max(0.0, deadline - time.monotonic()))
+            if not job.future.done() and job.taken == 0:
+                # Still queued: answer now. (Rows already taken into a cycle are failed by the worker
+                # before their run, since expired() holds for them too.) The collector drops it later.
+                self.metrics.expired.inc()
+                _fail(job.future, _deadline_error(job, time.monotonic()))
         return await job.future
 
     # ------------------------------------------------------------------------------------------ collector
     async def _collect(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            self._drop_cancelled()
+            self._drop_finished()
             if not self._pending:
                 if self._closing:
                     return
@@ -136,6 +170,7 @@ class DynamicBatcher:
                 await self._arrived.wait()
                 continue
             await self._wait_for_batch_mates()
+            self._drop_finished()
             rows = self._take()
             if not rows:
                 continue
@@ -149,7 +184,7 @@ class DynamicBatcher:
                     _fail(job.future, reason)
 
     async def _wait_for_batch_mates(self) -> None:
-        """Wait until the oldest request's deadline, a full token budget, or the request cap."""
+        """Wait until the oldest request's wait is over, a full engine run is queued, or the request cap."""
         deadline = self._pending[0].arrived + self.max_wait_s
         while not self._closing and self._pending_tokens < self.max_batch_tokens:
             if self.max_batch_requests is not None and len(self._pending) >= self.max_batch_requests:
@@ -160,17 +195,24 @@ class DynamicBatcher:
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
-            except TimeoutError:
+            except (asyncio.TimeoutError, TimeoutError):  # distinct classes before Python 3.11
                 return
 
-    def _drop_cancelled(self) -> None:
-        """Forget requests whose client left (their handler was cancelled) before they ran."""
-        if any(job.future.done() for job in self._pending):
-            kept = collections.deque(job for job in self._pending if not job.future.done())
-            for job in self._pending:
-                if job.future.done():
-                    self._release(job, job.taken)
-            self._pending = kept
+    def _drop_finished(self) -> None:
+        """Forget requests whose client left (their handler was cancelled) and fail those past their deadline."""
+        now = time.monotonic()
+        if not any(job.future.done() or job.expired(now) for job in self._pending):
+            return
+        kept: collections.deque[_Job] = collections.deque()
+        for job in self._pending:
+            if job.expired(now) and not job.future.done():
+                self.metrics.expired.inc()
+                _fail(job.future, _deadline_error(job, now))
+            if job.future.done():
+                self._release(job, job.taken)
+            else:
+                kept.append(job)
+        self._pending = kept
 
     def _release(self, job: _Job, start: int, stop: int | None = None) -> None:
         lengths = job.lengths[start:stop]
@@ -179,7 +221,7 @@ class DynamicBatcher:
         self.metrics.queue_size.set(self._pending_texts)
 
     def _take(self) -> list[tuple[_Job, int]]:
-        """Rows from the front of the queue up to the token budget (always at least one row)."""
+        """Rows from the front of the queue up to the cycle's token budget (always at least one row)."""
         rows: list[tuple[_Job, int]] = []
         tokens = 0
         requests = 0
@@ -190,7 +232,7 @@ class DynamicBatcher:
             first = job.taken
             while job.taken < len(job.lengths):
                 length = job.lengths[job.taken]
-                if rows and tokens + length > self.max_batch_tokens:
+                if rows and tokens + length > self.cycle_tokens:
                     break
                 rows.append((job, job.taken))
                 tokens += length
@@ -206,16 +248,26 @@ class DynamicBatcher:
 
     # ------------------------------------------------------------------------------------------ worker thread
     def _run_cycle(self, rows: list[tuple[_Job, int]], loop: asyncio.AbstractEventLoop) -> None:
-        """Run the taken rows as length-sorted batches; resolve each request when its last row is done."""
+        """Run the taken rows as planned engine runs; resolve each request when its last row is done."""
         encodings = [job.encodings[index] for job, index in rows]
+        plan = plan_runs([len(encoding.ids) for encoding in encodings], self.max_batch_tokens)
         failed: set[_Job] = set()
-        for batch in self.encoder.batches(encodings, batch_size=len(encodings), max_batch_tokens=self.max_batch_tokens):
+        for batch in self.encoder.pack(encodings, plan):
             picked = [rows[position] for position in batch.positions]
-            live = [(job, index) for job, index in picked if job not in failed]
+            now = time.monotonic()
+            for job, _ in picked:
+                if job not in failed and job.expired(now):  # its deadline passed while earlier runs ran
+                    failed.add(job)
+                    self.metrics.expired.inc()
+                    loop.call_soon_threadsafe(_fail, job.future, _deadline_error(job, now))
+            live = [(job, index) for job, index in picked if job not in failed and not job.future.done()]
             if not live:
                 continue
-            now = time.monotonic()
-            for job, _ in live:
+            if len(live) < len(picked):  # run only the rows still wanted
+                keep = [i for i, pair in enumerate(picked) if pair in live]
+                batch = self.encoder.pack([encodings[batch.positions[i]] for i in keep], [np.arange(len(keep))])[0]
+                picked = live
+            for job, _ in picked:
                 if not job.started:
                     job.started = True
                     self.metrics.queue_duration.observe(now - job.arrived)
@@ -223,23 +275,30 @@ class DynamicBatcher:
                 vectors = self.encoder.run_batch(batch, normalize=False)
             except Exception as err:  # fail these requests, keep serving the others
                 reason = _backend_error(err)
-                log.error("engine failed on a batch of %d texts", len(batch.positions), exc_info=err)
-                for job, _ in live:
+                log.error("engine failed on a batch of %d texts", len(picked), exc_info=err)
+                for job, _ in picked:
                     if job not in failed:
                         failed.add(job)
                         loop.call_soon_threadsafe(_fail, job.future, reason)
                 continue
             self.metrics.inference_duration.observe(time.monotonic() - now)
-            self.metrics.batch_size.observe(len(batch.positions))
+            self.metrics.batch_size.observe(len(picked))
             self.metrics.batch_tokens.observe(batch.inputs["attention_mask"].size)
             for (job, index), vector in zip(picked, vectors, strict=True):
-                if job in failed:
-                    continue
                 job.output[index] = vector
                 job.done += 1
                 if job.done == len(job.lengths):
                     result = l2_normalize(job.output).astype(np.float32, copy=False) if job.normalize else job.output
                     loop.call_soon_threadsafe(_resolve, job.future, result)
+
+
+def _deadline_error(job: _Job, now: float) -> DeadlineExceeded:
+    waited = (now - job.arrived) * 1000
+    allowed = ((job.deadline or now) - job.arrived) * 1000
+    return DeadlineExceeded(
+        f"the request waited {waited:.0f} ms in the queue, past its deadline of {allowed:.0f} ms; none of its "
+        "texts ran: retry later, or allow more time (X-Request-Timeout-Ms)"
+    )
 
 
 def _backend_error(err: Exception) -> EmbedrtError:

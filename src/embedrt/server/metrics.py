@@ -37,6 +37,27 @@ class Metrics:
             buckets=_SECONDS,
             registry=r,
         )
+        self.tokenize_duration = Histogram(
+            "embedrt_tokenize_duration_seconds", "Time to tokenize one request's texts", buckets=_SECONDS, registry=r
+        )
+        self.expired = Counter(
+            "embedrt_deadline_expired_total",
+            "Requests whose deadline passed before any of their texts ran (answered 504)",
+            registry=r,
+        )
+        self.cache_hits = Counter("embedrt_cache_hits_total", "Texts answered from the result cache", registry=r)
+        self.cache_misses = Counter(
+            "embedrt_cache_misses_total", "Texts looked up in the result cache and not found", registry=r
+        )
+        self.connections = Gauge("embedrt_connections", "Open HTTP connections", registry=r)
+        self.connections_refused = Counter(
+            "embedrt_connections_refused_total", "Connections answered 503 and closed (--max-connections)", registry=r
+        )
+        self.read_timeouts = Counter(
+            "embedrt_read_timeouts_total",
+            "Connections closed because a request head or body stalled (--read-timeout-s)",
+            registry=r,
+        )
         self.inference_duration = Histogram(
             "embedrt_inference_duration_seconds",
             "Engine time per batch (model run and pooling)",

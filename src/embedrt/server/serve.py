@@ -14,8 +14,14 @@ import uvicorn
 
 from embedrt.errors import BackendError, InputError
 from embedrt.runtime.encoder import Encoder
-from embedrt.server.app import create_app
+from embedrt.runtime.threads import cpu_budget
+from embedrt.server.app import EmbeddingServer
+from embedrt.server.http import guarded_protocol
+from embedrt.server.metrics import Metrics
 from embedrt.server.settings import ServerSettings
+
+#: File descriptors kept free of connections (the model's files, logs, the engine's own).
+RESERVED_DESCRIPTORS = 64
 
 log = logging.getLogger("embedrt.server")
 
@@ -72,6 +78,22 @@ def _configure_logging() -> None:
         logger.propagate = False
 
 
+def connection_cap(asked: int | None) -> int:
+    """``--max-connections``, or what the process's file-descriptor limit leaves room for."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):  # Windows: no such limit to respect
+        soft = -1
+    room = soft - RESERVED_DESCRIPTORS if soft > RESERVED_DESCRIPTORS else None
+    if asked is None:
+        return room if room is not None else 10_000
+    if room is not None and asked > room:
+        log.warning("embedrt: --max-connections %d is above what the descriptor limit allows (%d)", asked, room)
+    return asked
+
+
 def serve(settings: ServerSettings) -> int:
     """Serve until SIGTERM or SIGINT; return 0 after a graceful drain."""
     _configure_logging()
@@ -81,12 +103,24 @@ def serve(settings: ServerSettings) -> int:
         engine=settings.engine,
         device=settings.device,
         threads=settings.threads,
+        cache_size=settings.cache_size,
+        spin=False,  # idle between requests: spinning threads would burn the CPU the batches need
     )
+    threads = f"{settings.threads} threads (--threads)" if settings.threads else cpu_budget().describe()
+    log.info("embedrt: engine %s %s on %s", encoder.engine, encoder.precision, threads)
     sock = bind(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
-    app = create_app(encoder, settings)
+    metrics = Metrics()
+    app = EmbeddingServer(encoder, settings, metrics)
+    cap = connection_cap(settings.max_connections)
+    protocol = guarded_protocol(
+        settings.read_timeout_s, cap, metrics.connections_refused.inc, metrics.read_timeouts.inc
+    )
     config = uvicorn.Config(
         app,
+        http=protocol,
+        loop="auto",  # uvloop where it is installed
+        ws="none",
         lifespan="on",
         access_log=False,
         log_level="info",
@@ -95,7 +129,13 @@ def serve(settings: ServerSettings) -> int:
         backlog=2048,
     )
     server = _GracefulServer(config)
-    log.info("embedrt: listening on http://%s:%d (warming up)", host, port)
+    log.info(
+        "embedrt: listening on http://%s:%d (warming up); at most %d connections, %g s to send a request",
+        host,
+        port,
+        cap,
+        settings.read_timeout_s,
+    )
     try:
         server.run(sockets=[sock])
     finally:

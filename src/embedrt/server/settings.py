@@ -14,7 +14,36 @@ from dataclasses import dataclass
 from typing import Any
 
 from embedrt.errors import InputError
-from embedrt.options import DEVICE, ENGINE, ENV_PREFIX, PRECISION, THREADS, Option, nonempty, whole_number
+from embedrt.options import (
+    DEVICE,
+    ENGINE,
+    ENV_PREFIX,
+    PRECISION,
+    THREADS,
+    Option,
+    OptionValueError,
+    nonempty,
+    whole_number,
+)
+
+
+def boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise OptionValueError(f"expected true or false, got {text!r}")
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise OptionValueError(f"expected a number of seconds, got {text!r}") from None
+    if not 0.1 <= value <= 3600:
+        raise OptionValueError(f"expected between 0.1 and 3600 seconds, got {value:g}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -41,6 +70,21 @@ class ServerSettings:
     threads: int | None = None
     #: Requests merged into one engine cycle (None: no limit). 1 with max_wait_ms 0 turns batching off.
     max_batch_requests: int | None = None
+    #: Split a request with more than max_client_batch_size texts into batches instead of refusing it.
+    split_client_batches: bool = False
+    #: Embeddings of texts already seen kept in memory and answered without the engine (0: off).
+    #: 10,000 vectors of 768 floats are about 31 MB plus keys, a fraction of the model; FAQ traffic's
+    #: hot set of distinct questions is usually a few thousand.
+    cache_size: int = 10_000
+    #: A request still queued this long after it arrived gets 504 and never reaches the engine (0: no limit).
+    #: Clients may ask for less (or more) with the X-Request-Timeout-Ms header.
+    request_timeout_ms: int = 0
+    #: Bytes a request body may have, however it is sent (Content-Length or chunked): beyond it, 413 at once.
+    payload_limit: int = 2_000_000
+    #: Seconds a client may take to send a request's head, and again its body; then 408 and the socket closes.
+    read_timeout_s: float = 5.0
+    #: Open connections at once; one more is answered 503 and closed (None: as many as file descriptors allow).
+    max_connections: int | None = None
     #: Seconds SIGTERM waits for in-flight requests before cancelling them.
     graceful_timeout_s: float = 30.0
 
@@ -57,6 +101,11 @@ class ServerSettings:
             "max_client_batch_size": self.max_client_batch_size,
             "max_input_chars": self.max_input_chars,
             "max_batch_requests": self.max_batch_requests,
+            "split_client_batches": self.split_client_batches,
+            "request_timeout_ms": self.request_timeout_ms,
+            "payload_limit": self.payload_limit,
+            "read_timeout_s": self.read_timeout_s,
+            "max_connections": self.max_connections,
             "auth": self.api_key is not None,
         }
 
@@ -78,6 +127,21 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "max_batch_requests", whole_number(1), "requests merged per engine cycle (default: no limit; 1 = no batching)"
     ),
+    Option(
+        "split_client_batches",
+        boolean,
+        "split a request over --max-client-batch-size into batches instead of refusing it (413)",
+        "BOOL",
+    ),
+    Option("cache_size", whole_number(0), "embeddings of texts already seen kept in memory (0: no cache)"),
+    Option(
+        "request_timeout_ms",
+        whole_number(0),
+        "a request queued longer gets 504 and never reaches the engine (0: no limit; header X-Request-Timeout-Ms)",
+    ),
+    Option("payload_limit", whole_number(1), "bytes per request body, however sent; beyond it: 413", "BYTES"),
+    Option("read_timeout_s", seconds, "seconds to send a request head, and again its body; then 408", "S"),
+    Option("max_connections", whole_number(1), "open connections; beyond it: 503 and closed"),
 )
 
 

@@ -143,7 +143,9 @@ def cpu_choices(
     return found
 
 
-def open_backend(bundle: Bundle, choice: Choice, device: str, threads: int | None, verify: bool = True) -> Backend:
+def open_backend(
+    bundle: Bundle, choice: Choice, device: str, threads: int | None, verify: bool = True, spin: bool = True
+) -> Backend:
     """Start the engine ``choice`` names for ``bundle`` on ``device``; never a different device."""
     if device == "tensorrt":
         from embedrt.runtime.backends.tensorrt import open_tensorrt_backend
@@ -163,4 +165,4 @@ def open_backend(bundle: Bundle, choice: Choice, device: str, threads: int | Non
         return OpenVinoBackend(model_path, OpenVinoSettings(threads=threads or default_threads(), precision=hint))
     from embedrt.runtime.backends.ort import OrtBackend, OrtSettings
 
-    return OrtBackend(model_path, device, OrtSettings(threads=threads or default_threads()))
+    return OrtBackend(model_path, device, OrtSettings(threads=threads or default_threads(), spin=spin))
