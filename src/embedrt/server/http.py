@@ -9,6 +9,12 @@
   at once. uvicorn's ``limit_concurrency`` is not that: it answers only once a head is complete, and
   counts idle and stalled connections against every later request, health probes included.
 
+- A lingering close: when a response ends a connection whose request body is still arriving (a 413
+  for a body over ``--payload-limit``), closing at once would make the kernel answer the unread data
+  with a reset that can destroy the response before the client reads it. The write side is shut
+  instead, and what still arrives is discarded unread for up to :data:`LINGER_S` or :data:`LINGER_BYTES`,
+  whichever comes first (time for the client to read the answer), then the socket closes.
+
 The body size limit lives in the application (:mod:`embedrt.server.app`), which reads the body in
 chunks; uvicorn's flow control stops reading the socket while the application is not reading.
 """
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -28,8 +34,27 @@ def _response(status: bytes, text: bytes) -> bytes:
     return head % (status, len(text)) + text
 
 
+#: Seconds a closing connection keeps discarding what its client still sends (nginx lingers 5 s by default).
+LINGER_S = 2.0
+#: Bytes a closing connection discards at most, so a client that keeps uploading is cut off soon.
+LINGER_BYTES = 1 << 20
+
 TIMED_OUT = _response(b"408 Request Timeout", b"the request was not received in time; send it whole")
 FULL = _response(b"503 Service Unavailable", b"the server has as many connections as it takes; retry shortly")
+
+
+class _LingeringTransport:
+    """The connection's transport as uvicorn's request cycles see it: ``close()`` lingers when it must."""
+
+    def __init__(self, transport: Any, protocol: Guarded) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        self._protocol.close_lingering()
 
 
 class Guarded(HttpToolsProtocol):
@@ -40,6 +65,8 @@ class Guarded(HttpToolsProtocol):
     on_refused: Callable[[], None] = staticmethod(lambda: None)
     on_timeout: Callable[[], None] = staticmethod(lambda: None)
     _deadline: asyncio.TimerHandle | None = None
+    _lingering = False
+    _discarded = 0
 
     def _arm(self) -> None:
         self._disarm()
@@ -61,6 +88,8 @@ class Guarded(HttpToolsProtocol):
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
+        self._raw = transport
+        self.transport = cast(asyncio.Transport, _LingeringTransport(transport, self))  # what request cycles close
         if self.max_connections is not None and len(self.connections) > self.max_connections:
             self.on_refused()
             transport.write(FULL)
@@ -71,6 +100,27 @@ class Guarded(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def close_lingering(self) -> None:
+        """Close, or, while the client is still sending a body, shut writing and drain it before closing."""
+        raw = self._raw
+        still_sending = self.cycle is not None and self.cycle.more_body
+        if self._lingering or not still_sending or raw.is_closing() or not raw.can_write_eof():
+            raw.close()
+            return
+        self._lingering = True
+        self._disarm()
+        raw.write_eof()  # the response is whole; the client sees the end of it
+        raw.resume_reading()
+        self.loop.call_later(LINGER_S, raw.close)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:  # the request was answered and the connection is closing: discard, unread
+            self._discarded += len(data)
+            if self._discarded > LINGER_BYTES:
+                self._raw.close()
+            return
+        super().data_received(data)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
