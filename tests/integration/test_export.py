@@ -138,3 +138,15 @@ def test_cls_pooling_and_normalize_are_read_from_the_model(tiny_normalized_model
     assert manifest.pooling.value == "cls"
     assert manifest.normalize is True
     assert manifest.variants["fp32"].parity.min_cos >= 0.99999
+
+
+def test_the_int8_graph_is_at_most_a_third_of_the_fp32_one(dmetasoul_bundle):
+    """The DMetaSoul architecture: its 21128 x 768 word table is stored int8 too, folded back at load."""
+    from embedrt import Encoder
+
+    bundle = Bundle.open(dmetasoul_bundle)
+    size = {name: (bundle.root / bundle.variant(name).file).stat().st_size for name in ("fp32", "int8")}
+    assert size["int8"] <= 0.35 * size["fp32"], size
+    assert bundle.variant("int8").recipe["word_table"] == "int8"
+    encoder = Encoder.load(dmetasoul_bundle, precision="int8", engine="onnxruntime")
+    assert encoder.backend.settings.fold_dequantize  # or every run would dequantize the whole table

@@ -29,6 +29,9 @@ class OrtSettings:
 
     threads: int
     spin: bool = True
+    #: Fold ``DequantizeLinear`` of constant tables at load (an int8-stored word table; see the manifest's
+    #: ``word_table``). ONNX Runtime keeps such nodes for QDQ fusions otherwise and would run them every call.
+    fold_dequantize: bool = False
 
 
 def import_onnxruntime() -> Any:
@@ -68,6 +71,8 @@ class OrtBackend:
         options.log_severity_level = 3
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.spin else "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        if settings.fold_dequantize:
+            options.add_session_config_entry("session.disable_quant_qdq", "1")
         try:
             self._session = ort.InferenceSession(str(model_path), sess_options=options, providers=[provider])
         except Exception as err:  # ORT raises its own exception types, not exported stably

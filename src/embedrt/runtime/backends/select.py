@@ -165,4 +165,6 @@ def open_backend(
         return OpenVinoBackend(model_path, OpenVinoSettings(threads=threads or default_threads(), precision=hint))
     from embedrt.runtime.backends.ort import OrtBackend, OrtSettings
 
-    return OrtBackend(model_path, device, OrtSettings(threads=threads or default_threads(), spin=spin))
+    fold = bundle.variant(choice.variant).recipe.get("word_table") == "int8"  # see export/quantize.py
+    settings = OrtSettings(threads=threads or default_threads(), spin=spin, fold_dequantize=fold)
+    return OrtBackend(model_path, device, settings)
