@@ -4,13 +4,18 @@
 # on this project's machines, while an unpinned torch pulls a multi-GB CUDA build.
 
 PYTHON ?= python3
+# The oldest Python embedrt claims (requires-python): make test serves a bundle with it. The first
+# python3.10 that runs: on PATH, else one pyenv installed (its shim runs only when pyenv selects 3.10).
+OLDEST_PYTHON ?= $(firstword $(foreach p,python3.10 $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10),\
+	$(shell $(p) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' 2>/dev/null && echo $(p))))
 VENV := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),.venv)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.embedrt-installed
+OLDEST := .venv-oldest
 EXTRAS := cpu,openvino,export,server,ray,test
 CHECKED := src tests benchmarks examples
 
-.PHONY: install demo lint typecheck test
+.PHONY: install demo lint typecheck test test-oldest
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,5 +37,17 @@ lint: install
 typecheck: install
 	$(PY) -m mypy
 
-test: lint typecheck
+$(OLDEST)/bin/python:
+	@test -n "$(OLDEST_PYTHON)" || { echo "no Python 3.10 found: install one or pass OLDEST_PYTHON=/path/to/python3.10"; exit 1; }
+	$(OLDEST_PYTHON) -m venv $(OLDEST)
+
+# Only the runtime and the server, as a deployment has them: no torch (none is built for it here).
+$(OLDEST)/.embedrt-installed: pyproject.toml | $(OLDEST)/bin/python
+	$(OLDEST)/bin/python -m pip install -e ".[cpu,server]"
+	touch $@
+
+test-oldest: install $(OLDEST)/.embedrt-installed
+	$(PY) tests/serve_on_oldest_python.py --python $(OLDEST)/bin/python
+
+test: lint typecheck test-oldest
 	$(PY) -m pytest -q
