@@ -4,8 +4,8 @@ Every engine runs in its own process (PyTorch and ONNX Runtime in one process sl
 down), engines are alternated in each repeat, and each keeps its best repeat. Writes
 ``results/cpu.json``, ``results/cpu.md`` and ``results/cpu.png``.
 
-    python benchmarks/compare_cpu.py                  # ~6-8 minutes on 2 cores
-    python benchmarks/compare_cpu.py --engines embedrt-fp32,embedrt-int8,st-torch --repeats 1
+    python benchmarks/compare_cpu.py                  # ~10-15 minutes on 2 cores (first run: + ~3-5 min to prepare)
+    python benchmarks/compare_cpu.py --engines embedrt-ov-int8,ov-direct-int8,st-onnx-qint8 --repeats 1
 
 Peers that need other package versions run in the virtual environment made by
 ``benchmarks/setup_peers.sh``; an engine whose environment is missing is skipped with a note.
@@ -35,9 +35,22 @@ ENGINES = {
     "st-onnx-o2": ("sentence-transformers ONNX backend, O2", "peers"),
     "st-onnx-qint8": ("sentence-transformers ONNX backend, qint8 avx512_vnni", "peers"),
     "fastembed": ("fastembed, embedrt's fused fp32 ONNX", "peers"),
-    "embedrt-fp32": ("embedrt fp32 (fused ONNX)", "main"),
-    "embedrt-int8": ("embedrt int8", "main"),
+    "ctranslate2-int8": ("CTranslate2 int8_float32", "peers"),
+    "ov-direct-fp32": ("OpenVINO used directly, fp32 IR (hint f32)", "main"),
+    "ov-direct-bf16": ("OpenVINO used directly, fp32 IR (hint bf16)", "main"),
+    "ov-direct-int8": ("OpenVINO used directly, NNCF default int8", "main"),
+    "embedrt-fp32": ("embedrt fp32 (ONNX Runtime, fused)", "main"),
+    "embedrt-int8": ("embedrt int8 (ONNX Runtime, dynamic)", "main"),
+    "embedrt-ov-fp32": ("embedrt OpenVINO fp32", "main"),
+    "embedrt-ov-bf16": ("embedrt OpenVINO bf16", "main"),
+    "embedrt-ov-int8": ("embedrt OpenVINO int8 (static)", "main"),
 }
+#: Engines that need a CPU with native bf16 (AVX512_BF16 or AMX); skipped with a note elsewhere.
+BF16_ENGINES = ("ov-direct-bf16", "embedrt-ov-bf16")
+#: Engines that read the bundle's OpenVINO variants (the bundle is exported with both engines).
+OPENVINO_ENGINES = tuple(e for e in ENGINES if e.startswith(("ov-direct-", "embedrt-ov-")))
+#: Variants the cached bundle must have; an older cache without the OpenVINO ones is exported again.
+BUNDLE_VARIANTS = ("fp32", "int8", "openvino-fp32", "openvino-int8")
 
 
 def say(message: str) -> None:
@@ -72,12 +85,15 @@ def prepare(work: Path, peers_python: Path | None, engines: list[str], rebuild: 
         shutil.rmtree(model, ignore_errors=True)
         shutil.move(str(built), model)
     bundle = work / "bundle"
-    if not (bundle / "embedrt.json").is_file():
+    if not _bundle_complete(bundle):
         from embedrt.export import export_bundle
         from embedrt.export.pipeline import ExportSettings
 
-        say("exporting the embedrt bundle (fp32, int8)")
-        export_bundle(str(model), bundle, ExportSettings(force=True), progress=say)
+        say("exporting the embedrt bundle (ONNX Runtime fp32 + int8, OpenVINO fp32 IR + static int8)")
+        for derived in ("fastembed", "ov_direct"):  # made from the bundle: redo them from the new one
+            shutil.rmtree(work / derived, ignore_errors=True)
+        settings = ExportSettings(engines=("onnxruntime", "openvino"), force=True)
+        export_bundle(str(model), bundle, settings, progress=say)
     if "fastembed" in engines and not (work / "fastembed" / "model.onnx").is_file():
         target = work / "fastembed"
         target.mkdir(exist_ok=True)
@@ -96,6 +112,46 @@ def prepare(work: Path, peers_python: Path | None, engines: list[str], rebuild: 
             check=True,
             stdout=subprocess.DEVNULL,
         )
+    if "ov-direct-int8" in engines and not (work / "ov_direct" / "model_int8.xml").is_file():
+        say("quantizing the bundle's fp32 IR with NNCF's default TRANSFORMER recipe (ov-direct-int8)")
+        _run_quietly([sys.executable, str(HERE / "engines.py"), "prepare-ov-int8", "--work", str(work)])
+    ct2 = work / "ct2"
+    if "ctranslate2-int8" in engines and peers_python and not (ct2 / "model.bin").is_file():
+        say("converting the stand-in with CTranslate2's TransformersConverter, int8_float32 (peers venv)")
+        shutil.rmtree(ct2, ignore_errors=True)
+        try:
+            _run_quietly([str(peers_python), str(HERE / "engines.py"), "prepare-ct2", str(model), str(ct2)])
+        except subprocess.CalledProcessError:
+            say("CTranslate2 conversion failed: ctranslate2-int8 will be skipped (is it in the peers venv?)")
+            shutil.rmtree(ct2, ignore_errors=True)
+
+
+def _bundle_complete(bundle: Path) -> bool:
+    """Whether the cached bundle has every variant the engines read (older caches lack OpenVINO's)."""
+    manifest = bundle / "embedrt.json"
+    if not manifest.is_file():
+        return False
+    variants = json.loads(manifest.read_text(encoding="utf-8")).get("variants", {})
+    return all(name in variants for name in BUNDLE_VARIANTS)
+
+
+def _run_quietly(command: list[str]) -> None:
+    """Run a preparation step; its output (progress bars, warnings) is shown only when it fails."""
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        say("\n".join((done.stdout + done.stderr).strip().splitlines()[-30:]))
+        raise subprocess.CalledProcessError(done.returncode, command)
+
+
+def cpu_facts() -> dict:
+    """OpenVINO's version and native bf16, asked in a child so that no OpenVINO threads live in this process."""
+    done = subprocess.run(
+        [sys.executable, str(HERE / "engines.py"), "cpu-facts"], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        return {"openvino": None, "native_bf16": False}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def run_engine(engine: str, python: Path, work: Path, texts_file: Path, args: argparse.Namespace) -> dict:
@@ -163,6 +219,21 @@ def best_of(runs: list[dict]) -> dict:
     return best
 
 
+#: The issue's targets: label -> (engine, peer, figure, ">=" or "<=", bound), as the ratio engine / peer.
+_TPUT, _P50, _COLD = "sentences_per_s", "latency_p50_ms", "cold_start_s"
+TARGETS = {
+    "int8 / st qint8 throughput (>= 1.2)": ("embedrt-int8", "st-onnx-qint8", _TPUT, ">=", 1.2),
+    "int8 / st qint8 batch-1 p50 (<= 0.8)": ("embedrt-int8", "st-onnx-qint8", _P50, "<=", 0.8),
+    "fp32 / st O2 throughput (>= 1.05)": ("embedrt-fp32", "st-onnx-o2", _TPUT, ">=", 1.05),
+    "int8 / st PyTorch throughput (>= 3.5)": ("embedrt-int8", "st-torch", _TPUT, ">=", 3.5),
+    "int8 cold start / st PyTorch (<= 0.33)": ("embedrt-int8", "st-torch", _COLD, "<=", 0.33),
+    "ov int8 / ov-direct int8 throughput (>= 0.95, aim 1.1)": ("embedrt-ov-int8", "ov-direct-int8", _TPUT, ">=", 0.95),
+    "ov int8 / ov-direct int8 batch-1 p50 (<= 1.0)": ("embedrt-ov-int8", "ov-direct-int8", _P50, "<=", 1.0),
+    "ov int8 / st qint8 throughput (>= 1.3)": ("embedrt-ov-int8", "st-onnx-qint8", _TPUT, ">=", 1.3),
+    "ov bf16 / ov-direct bf16 throughput (>= 0.95)": ("embedrt-ov-bf16", "ov-direct-bf16", _TPUT, ">=", 0.95),
+}
+
+
 def ratios(results: dict[str, dict]) -> dict[str, float]:
     """The issue's targets as measured ratios (only those whose engines ran)."""
 
@@ -170,19 +241,32 @@ def ratios(results: dict[str, dict]) -> dict[str, float]:
         row = results.get(engine, {})
         return row.get(key) if "error" not in row else None
 
-    pairs = {
-        "int8 / st qint8 throughput (>= 1.2)": ("embedrt-int8", "st-onnx-qint8", "sentences_per_s"),
-        "int8 / st qint8 batch-1 p50 (<= 0.8)": ("embedrt-int8", "st-onnx-qint8", "latency_p50_ms"),
-        "fp32 / st O2 throughput (>= 1.05)": ("embedrt-fp32", "st-onnx-o2", "sentences_per_s"),
-        "int8 / st PyTorch throughput (>= 3.5)": ("embedrt-int8", "st-torch", "sentences_per_s"),
-        "int8 cold start / st PyTorch (<= 0.33)": ("embedrt-int8", "st-torch", "cold_start_s"),
-    }
     out = {}
-    for label, (a, b, key) in pairs.items():
+    for label, (a, b, key, _, _) in TARGETS.items():
         x, y = get(a, key), get(b, key)
         if x is not None and y:
             out[label] = round(x / y, 2)
     return out
+
+
+def target_met(label: str, value: float) -> bool:
+    _, _, _, sense, bound = TARGETS[label]
+    return value >= bound if sense == ">=" else value <= bound
+
+
+def fastest_embedrt(results: dict[str, dict]) -> dict | None:
+    """The embedrt row with the highest throughput and the one with the lowest batch-1 p50."""
+    rows = {e: r for e, r in results.items() if e.startswith("embedrt-") and "error" not in r}
+    if not rows:
+        return None
+    throughput = max(rows, key=lambda e: rows[e]["sentences_per_s"])
+    latency = min(rows, key=lambda e: rows[e]["latency_p50_ms"])
+    return {
+        "throughput": throughput,
+        "sentences_per_s": round(rows[throughput]["sentences_per_s"], 1),
+        "latency": latency,
+        "latency_p50_ms": round(rows[latency]["latency_p50_ms"], 2),
+    }
 
 
 def write_outputs(report: dict, out: Path) -> None:
@@ -191,14 +275,17 @@ def write_outputs(report: dict, out: Path) -> None:
     machine, workload = report["machine"], report["workload"]
     lines = [
         f"Machine: {machine['cpu']} ({machine.get('isa', '?')}), {machine['threads']} threads, {machine['date']}. "
+        f"OpenVINO {machine.get('openvino') or 'not installed'}, native bf16: "
+        f"{'yes' if machine.get('native_bf16') else 'no'}. "
         f"Workload: {workload['source']}, {workload['texts']} texts, batch {workload['batch_size']}; "
         f"best of {report['repeats']} alternated processes x {report['rounds']} passes.",
         "",
-        "| engine | sentences/s | batch-1 p50 ms | p95 ms | p99 ms | new process to first embedding s | peak RSS MB |",
-        "|---|---|---|---|---|---|---|",
+        "| engine | what runs | sentences/s | batch-1 p50 ms | p95 ms | p99 ms | new process to first embedding s "
+        "| peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for engine, row in report["results"].items():
-        label = ENGINES[engine][0]
+        label = f"`{engine}` | {ENGINES[engine][0]}"
         if "error" in row:
             lines.append(f"| {label} | skipped: {row['error']} | | | | | |")
             continue
@@ -206,9 +293,19 @@ def write_outputs(report: dict, out: Path) -> None:
             f"| {label} | {row['sentences_per_s']:.0f} | {row['latency_p50_ms']:.2f} | {row['latency_p95_ms']:.2f} "
             f"| {row['latency_p99_ms']:.2f} | {row['cold_start_s']:.2f} | {row['peak_rss_mb']:.0f} |"
         )
+    fastest = report.get("fastest_embedrt")
+    if fastest:
+        lines += [
+            "",
+            f"Fastest embedrt row: `{fastest['throughput']}` ({fastest['sentences_per_s']:.0f} sentences/s); "
+            f"lowest batch-1 p50: `{fastest['latency']}` ({fastest['latency_p50_ms']:.2f} ms).",
+        ]
     if report["ratios"]:
-        lines += ["", "| target | measured |", "|---|---|"]
-        lines += [f"| {label} | {value} |" for label, value in report["ratios"].items()]
+        lines += ["", "| target | measured | met |", "|---|---|---|"]
+        lines += [
+            f"| {label} | {value} | {'yes' if target_met(label, value) else 'no'} |"
+            for label, value in report["ratios"].items()
+        ]
     ceiling = report.get("ceiling")
     if ceiling:
         torch_row = report["results"].get("st-torch", {})
@@ -234,13 +331,13 @@ def write_outputs(report: dict, out: Path) -> None:
     except ImportError:
         say("matplotlib is not installed: no chart written")
         return
-    rows = [(ENGINES[e][0], r) for e, r in report["results"].items() if "error" not in r]
-    labels = [label for label, _ in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.55 * len(rows) + 1.6), sharey=True)
-    colors = ["#d62728" if label.startswith("embedrt") else "#7f7f7f" for label in labels]
-    left.barh(labels, [r["sentences_per_s"] for _, r in rows], color=colors)
+    rows = [(e, ENGINES[e][0], r) for e, r in report["results"].items() if "error" not in r]
+    labels = [label for _, label, _ in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.45 * len(rows) + 1.6), sharey=True)
+    colors = ["#d62728" if engine.startswith("embedrt-") else "#7f7f7f" for engine, _, _ in rows]
+    left.barh(labels, [r["sentences_per_s"] for _, _, r in rows], color=colors)
     left.set_xlabel("sentences/s (higher is better)")
-    right.barh(labels, [r["latency_p50_ms"] for _, r in rows], color=colors)
+    right.barh(labels, [r["latency_p50_ms"] for _, _, r in rows], color=colors)
     right.set_xlabel("batch-1 latency p50, ms (lower is better)")
     left.invert_yaxis()
     fig.suptitle(f"{machine['cpu']}, {machine['threads']} threads: {workload['source']}", fontsize=9)
@@ -276,6 +373,19 @@ def main() -> int:
             skipped[engine] = {"engine": engine, "error": f"no peers venv at {args.peers_python} (setup_peers.sh)"}
         engines = [e for e in engines if ENGINES[e][1] != "peers"]
 
+    openvino = cpu_facts()
+    if not openvino.get("openvino"):
+        for engine in [e for e in engines if e in OPENVINO_ENGINES]:
+            skipped[engine] = {"engine": engine, "error": "OpenVINO is not installed (pip install -e '.[openvino]')"}
+        engines = [e for e in engines if e not in OPENVINO_ENGINES]
+    elif not openvino.get("native_bf16"):
+        for engine in [e for e in engines if e in BF16_ENGINES]:
+            skipped[engine] = {
+                "engine": engine,
+                "error": "this CPU has no native bf16 (AVX512_BF16 or AMX); emulated bf16 is many times slower",
+            }
+        engines = [e for e in engines if e not in BF16_ENGINES]
+
     work = args.work.expanduser().resolve()
     if args.prepare_only:
         prepare(work, peers_python, engines, args.rebuild)
@@ -289,7 +399,8 @@ def main() -> int:
 
     runs: dict[str, list[dict]] = {e: [] for e in engines}
     for repeat in range(args.repeats):
-        order = engines[repeat % len(engines) :] + engines[: repeat % len(engines)]
+        shift = repeat % max(1, len(engines))
+        order = engines[shift:] + engines[:shift]
         for engine in order:
             python = Path(sys.executable) if ENGINES[engine][1] == "main" else peers_python
             report = run_engine(engine, python, work, texts_file, args)
@@ -317,6 +428,8 @@ def main() -> int:
             "threads": args.threads,
             "usable_cores": facts["usable_cores"],
             "onnxruntime": facts["onnxruntime"],
+            "openvino": openvino.get("openvino") or "not installed",
+            "native_bf16": openvino.get("native_bf16"),
             "python": platform.python_version(),
             "date": time.strftime("%Y-%m-%d"),
         },
@@ -326,11 +439,19 @@ def main() -> int:
         "repeats": args.repeats,
         "results": results,
         "ratios": ratios(results),
+        "targets_met": {label: target_met(label, value) for label, value in ratios(results).items()},
+        "fastest_embedrt": fastest_embedrt(results),
         "ceiling": ceiling,
         "runs": runs,
     }
     write_outputs(report, args.out)
     print((args.out / "cpu.md").read_text(encoding="utf-8"))
+    if report["fastest_embedrt"]:
+        fastest = report["fastest_embedrt"]
+        say(
+            f"fastest embedrt row: {fastest['throughput']} ({fastest['sentences_per_s']:.0f} sentences/s); "
+            f"lowest batch-1 p50: {fastest['latency']} ({fastest['latency_p50_ms']:.2f} ms)"
+        )
     return 0
 
 

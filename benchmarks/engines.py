@@ -1,12 +1,15 @@
 """One engine in one process: load it, embed the workload, time it, print one JSON line.
 
 Run by ``compare_cpu.py`` with whichever Python has the engine installed (embedrt's environment for
-``embedrt-*`` and ``st-torch``, the peers' virtual environment for the sentence-transformers ONNX
-backend and fastembed). Every engine goes through the same ``measure`` function, so they are timed
-alike: cold start (process start to first embedding), best of N passes, batch-1 latency after warm-up.
+``embedrt-*``, ``ov-direct-*`` and ``st-torch``, the peers' virtual environment for the sentence-transformers
+ONNX backend, fastembed and CTranslate2). Every engine goes through the same ``measure`` function, so they
+are timed alike: cold start (process start to first embedding), best of N passes, batch-1 latency after warm-up.
 
     python engines.py measure ENGINE --work DIR --texts FILE [--threads 2] [--batch-size 32] [--rounds 2]
     python engines.py prepare-st-onnx MODEL_DIR      (peers venv: writes O2 and qint8 ONNX models)
+    python engines.py prepare-ov-int8 --work DIR      (NNCF's default int8 recipe on the bundle's fp32 IR)
+    python engines.py prepare-ct2 MODEL_DIR OUT       (peers venv: CTranslate2 conversion, int8_float32)
+    python engines.py cpu-facts                        (OpenVINO's version and whether the CPU has native bf16)
     python engines.py gemm-peak [--threads 2]          (ONNX Runtime's fp32 and int8 GEMM speed here)
 """
 
@@ -30,6 +33,25 @@ STARTED = time.time()  # as close to process start as Python gets; the parent al
 Encode = Callable[[Sequence[str], int], object]
 
 ST_ONNX_FILES = {"st-onnx-o2": "onnx/model_O2.onnx", "st-onnx-qint8": "onnx/model_qint8_avx512_vnni.onnx"}
+#: embedrt rows: engine name -> (precision, engine) for ``Encoder.load``.
+EMBEDRT_ROWS = {
+    "embedrt-fp32": ("fp32", "onnxruntime"),
+    "embedrt-int8": ("int8", "onnxruntime"),
+    "embedrt-ov-fp32": ("fp32", "openvino"),
+    "embedrt-ov-bf16": ("bf16", "openvino"),
+    "embedrt-ov-int8": ("int8", "openvino"),
+}
+#: OpenVINO used directly: engine name -> (IR under the work dir, INFERENCE_PRECISION_HINT).
+OV_DIRECT = {
+    "ov-direct-fp32": ("bundle/openvino/model.xml", "f32"),
+    "ov-direct-bf16": ("bundle/openvino/model.xml", "bf16"),
+    "ov-direct-int8": ("ov_direct/model_int8.xml", "f32"),
+}
+#: What ``ov-direct-int8`` calibrates on: the first texts of embedrt's built-in calibration set.
+OV_DIRECT_CALIBRATION_TEXTS = 600
+#: CTranslate2: converted (and run) with this compute type; the model lives in ``CT2_DIR`` under the work dir.
+CT2_COMPUTE_TYPE = "int8_float32"
+CT2_DIR = "ct2"
 
 
 def _ort_options(threads: int):
@@ -41,13 +63,122 @@ def _ort_options(threads: int):
     return options
 
 
+def _mean_pool(hidden, mask):
+    """Mean of the token vectors where ``mask`` is 1 (what the stand-in's Pooling module does), in NumPy."""
+    import numpy as np
+
+    weights = mask[:, :, None].astype(np.float32)
+    return (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+
+
+def _length_sorted(tokenizer, infer: Callable[[list], object]) -> Encode:
+    """The usual hand-written loop: tokenize, sort by token length, ``infer`` each batch, restore the order.
+
+    ``infer`` takes a batch of ``tokenizers`` encodings and returns their pooled vectors.
+    """
+    import numpy as np
+
+    def encode(texts: Sequence[str], batch_size: int):
+        encodings = tokenizer.encode_batch(list(texts))
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+        out = None
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            pooled = infer([encodings[i] for i in chunk])
+            if out is None:
+                out = np.empty((len(encodings), pooled.shape[1]), dtype=np.float32)
+            out[chunk] = pooled
+        return out
+
+    return encode
+
+
+def _padded(batch: list):
+    """``input_ids``, ``attention_mask``, ``token_type_ids`` of a batch of encodings, padded to its longest."""
+    import numpy as np
+
+    width = max(len(encoding.ids) for encoding in batch)
+    ids = np.zeros((len(batch), width), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    types = np.zeros_like(ids)
+    for row, encoding in enumerate(batch):
+        n = len(encoding.ids)
+        ids[row, :n] = encoding.ids
+        mask[row, :n] = 1
+        types[row, :n] = encoding.type_ids
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def import_openvino():
+    """``openvino`` imported with its telemetry blocked (embedrt's helper; the first import decides)."""
+    from embedrt.runtime.backends.openvino import no_telemetry
+
+    with no_telemetry():
+        import openvino
+    return openvino
+
+
+def _ov_direct(name: str, work: Path, threads: int) -> Encode:
+    """OpenVINO the way a user writes it: the bundle's tokenizer.json, ``compiled(feed)[0]``, NumPy pooling."""
+    from tokenizers import Tokenizer
+
+    ov = import_openvino()
+    ir, hint = OV_DIRECT[name]
+    if not (work / ir).is_file():
+        raise SystemExit(f"engines.py: no IR at {work / ir} (compare_cpu.py prepares it)")
+    core = ov.Core()
+    if hint == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        raise SystemExit("engines.py: this CPU has no native bf16 (AVX512_BF16 or AMX)")
+    config = {
+        "INFERENCE_NUM_THREADS": threads,
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+        "INFERENCE_PRECISION_HINT": hint,
+    }
+    compiled = core.compile_model(str(work / ir), "CPU", config)
+    tokenizer = Tokenizer.from_file(str(work / "bundle" / "tokenizer.json"))
+
+    def infer(batch: list):
+        feed = _padded(batch)
+        return _mean_pool(compiled(feed)[0], feed["attention_mask"])
+
+    return _length_sorted(tokenizer, infer)
+
+
+def _ctranslate2(work: Path, threads: int) -> Encode:
+    """CTranslate2's Encoder on the converted stand-in: token ids in, ``last_hidden_state`` mean-pooled in NumPy."""
+    import ctranslate2
+    import numpy as np
+    from tokenizers import Tokenizer
+
+    model_dir = work / CT2_DIR
+    if not (model_dir / "model.bin").is_file():
+        raise SystemExit(f"engines.py: no CTranslate2 model at {model_dir} (ctranslate2 missing in the peers venv?)")
+    encoder = ctranslate2.Encoder(str(model_dir), device="cpu", intra_threads=threads, compute_type=CT2_COMPUTE_TYPE)
+    tokenizer = Tokenizer.from_file(str(work / "bundle" / "tokenizer.json"))
+
+    def infer(batch: list):
+        output = encoder.forward_batch([encoding.ids for encoding in batch])
+        hidden = np.asarray(output.last_hidden_state)  # [batch, longest, hidden], padded by CTranslate2
+        lengths = np.array([len(encoding.ids) for encoding in batch])
+        mask = np.arange(hidden.shape[1])[None, :] < lengths[:, None]
+        return _mean_pool(hidden, mask)
+
+    return _length_sorted(tokenizer, infer)
+
+
 def load_engine(name: str, work: Path, threads: int) -> Encode:
     """Start ``name`` on the artefacts under ``work`` (see compare_cpu.py) and return its encode."""
-    if name.startswith("embedrt-"):
+    if name in EMBEDRT_ROWS:
         from embedrt import Encoder
 
-        encoder = Encoder.load(work / "bundle", precision=name.split("-", 1)[1], threads=threads)
+        precision, engine = EMBEDRT_ROWS[name]
+        encoder = Encoder.load(work / "bundle", precision=precision, engine=engine, threads=threads)
         return lambda texts, batch_size: encoder.encode(list(texts), batch_size=batch_size)
+    if name in OV_DIRECT:
+        return _ov_direct(name, work, threads)
+    if name == "ctranslate2-int8":
+        return _ctranslate2(work, threads)
     if name == "st-torch":
         import torch
         from sentence_transformers import SentenceTransformer
@@ -212,6 +343,70 @@ def prepare_st_onnx(model_dir: Path) -> None:
             raise SystemExit(f"engines.py: sentence-transformers did not write {model_dir / file}")
 
 
+def prepare_ov_int8(work: Path) -> None:
+    """``ov-direct-int8``: NNCF's default TRANSFORMER recipe on the bundle's fp32 IR, as a user would run it.
+
+    600 texts of embedrt's built-in calibration set, each one unpadded batch-1 feed tokenized with the
+    bundle's tokenizer.json; every calibration text used (``subset_size``); saved like embedrt's IR.
+    """
+    from tokenizers import Tokenizer
+
+    from embedrt.export.openvino import builtin_calibration
+    from embedrt.runtime.backends.openvino import no_telemetry
+
+    ov = import_openvino()
+    with no_telemetry():
+        import nncf
+    import numpy as np
+
+    tokenizer = Tokenizer.from_file(str(work / "bundle" / "tokenizer.json"))
+    texts = builtin_calibration()[:OV_DIRECT_CALIBRATION_TEXTS]
+    feeds = []
+    for encoding in tokenizer.encode_batch(texts):
+        ids = np.asarray([encoding.ids], dtype=np.int64)
+        feeds.append(
+            {
+                "input_ids": ids,
+                "attention_mask": np.ones_like(ids),
+                "token_type_ids": np.asarray([encoding.type_ids], dtype=np.int64),
+            }
+        )
+    core = ov.Core()
+    model = core.read_model(str(work / OV_DIRECT["ov-direct-fp32"][0]))
+    quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds))
+    target = work / OV_DIRECT["ov-direct-int8"][0]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(quantized, str(target), compress_to_fp16=False)
+    recipe = {
+        "recipe": "nncf.quantize(model_type=TRANSFORMER, subset_size=len(feeds)), otherwise NNCF's defaults",
+        "calibration": f"embedrt.export.openvino.builtin_calibration()[:{len(texts)}], unpadded batch-1 feeds",
+        "nncf": nncf.__version__,
+        "openvino": ov.__version__,
+    }
+    (target.parent / "recipe.json").write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
+
+
+def prepare_ct2(model_dir: Path, out: Path) -> None:
+    """Convert the stand-in's BertModel (the sentence-transformers directory's root) with CTranslate2's converter.
+
+    Needs transformers < 5 (the peers' venv). The stand-in has no pooler; ``BertModel.from_pretrained``
+    adds a randomly initialized one, which the converter requires and the mean pooling here never reads.
+    """
+    from ctranslate2.converters import TransformersConverter
+
+    TransformersConverter(str(model_dir)).convert(str(out), quantization=CT2_COMPUTE_TYPE, force=True)
+
+
+def cpu_facts() -> dict:
+    """OpenVINO's version and whether its CPU plugin computes bf16 natively here (``BF16`` capability)."""
+    try:
+        ov = import_openvino()
+    except ImportError:
+        return {"openvino": None, "native_bf16": False}
+    capabilities = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return {"openvino": ov.__version__, "native_bf16": "BF16" in capabilities, "capabilities": capabilities}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -225,6 +420,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     m.add_argument("--latency-calls", type=int, default=200)
     p = sub.add_parser("prepare-st-onnx")
     p.add_argument("model_dir", type=Path)
+    o = sub.add_parser("prepare-ov-int8")
+    o.add_argument("--work", type=Path, required=True)
+    c = sub.add_parser("prepare-ct2")
+    c.add_argument("model_dir", type=Path)
+    c.add_argument("out", type=Path)
+    sub.add_parser("cpu-facts")
     g = sub.add_parser("gemm-peak")
     g.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -233,6 +434,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "prepare-st-onnx":
         prepare_st_onnx(args.model_dir)
+        return 0
+    if args.command == "prepare-ov-int8":
+        prepare_ov_int8(args.work)
+        return 0
+    if args.command == "prepare-ct2":
+        prepare_ct2(args.model_dir, args.out)
+        return 0
+    if args.command == "cpu-facts":
+        print(json.dumps(cpu_facts()))
         return 0
     texts = args.texts.read_text(encoding="utf-8").splitlines()
     encode = load_engine(args.engine, args.work, args.threads)

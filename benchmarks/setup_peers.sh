@@ -15,7 +15,7 @@ fi
 "$venv/bin/python" -m pip install -q -r "$here/requirements-peers.txt"
 "$venv/bin/python" - <<'PY'
 import importlib.metadata as md
-for name in ("torch", "transformers", "sentence-transformers", "optimum-onnx", "onnxruntime", "fastembed"):
+for name in ("torch", "transformers", "sentence-transformers", "optimum-onnx", "onnxruntime", "fastembed", "ctranslate2"):
     try:
         print(f"{name:22s} {md.version(name)}")
     except md.PackageNotFoundError:
