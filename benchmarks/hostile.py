@@ -154,8 +154,8 @@ def random_json(rng: random.Random, depth: int = 0) -> object:
     if kind == 3:
         return rng.choice([0.5, -1e308, 1e-320, 3.14159])
     if kind in (4, 5):
-        return "".join(chr(rng.choice([rng.randrange(32, 127), rng.randrange(0x4E00, 0x9FFF), rng.randrange(0x1F600, 0x1F64F)]))
-                       for _ in range(rng.randrange(0, 40)))  # fmt: skip
+        ranges = [(32, 127), (0x4E00, 0x9FFF), (0x1F600, 0x1F64F)]  # ASCII, CJK, emoji
+        return "".join(chr(rng.randrange(*rng.choice(ranges))) for _ in range(rng.randrange(0, 40)))
     if kind == 6:
         return [random_json(rng, depth + 1) for _ in range(rng.randrange(0, 5))]
     if kind == 7:
