@@ -57,7 +57,7 @@ def test_concurrent_requests_share_batches_and_get_their_own_rows(offline):
 
 
 def test_a_request_larger_than_the_budget_spans_cycles(offline):
-    batcher = DynamicBatcher(offline, max_batch_tokens=16, max_wait_s=0.0)  # a cycle takes 4 runs: 64 tokens
+    batcher = DynamicBatcher(offline, max_batch_tokens=16, max_wait_s=0.0)  # a cycle takes 2 runs: 32 tokens
     results = run(_embed_all(batcher, [(TEXTS, False), (TEXTS[:3], True)]))
     np.testing.assert_allclose(results[0], offline.encode(TEXTS), atol=1e-5)
     np.testing.assert_allclose(results[1], offline.encode(TEXTS[:3], normalize=True), atol=1e-5)

@@ -165,6 +165,13 @@ def test_metrics_text(fp32_server, auth):
         "embedrt_batch_size_bucket",
         "embedrt_batch_tokens_bucket",
         "embedrt_requests_in_flight",
+        "embedrt_tokenize_duration_seconds_count",
+        "embedrt_batch_requests_count",
+        "embedrt_cache_hits_total",
+        "embedrt_cache_misses_total",
+        "embedrt_deadline_expired_total",
+        "embedrt_connections_refused_total",
+        "embedrt_read_timeouts_total",
     ):
         assert name in text, name
     assert re.search(r'embedrt_request_failures_total\{reason="validation"\} [1-9]', text)
