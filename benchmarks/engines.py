@@ -352,25 +352,16 @@ def prepare_ov_int8(work: Path) -> None:
     from tokenizers import Tokenizer
 
     from embedrt.export.openvino import builtin_calibration
+    from embedrt.export.quantize import unpadded_feeds
     from embedrt.runtime.backends.openvino import no_telemetry
 
     ov = import_openvino()
     with no_telemetry():
         import nncf
-    import numpy as np
 
     tokenizer = Tokenizer.from_file(str(work / "bundle" / "tokenizer.json"))
     texts = builtin_calibration()[:OV_DIRECT_CALIBRATION_TEXTS]
-    feeds = []
-    for encoding in tokenizer.encode_batch(texts):
-        ids = np.asarray([encoding.ids], dtype=np.int64)
-        feeds.append(
-            {
-                "input_ids": ids,
-                "attention_mask": np.ones_like(ids),
-                "token_type_ids": np.asarray([encoding.type_ids], dtype=np.int64),
-            }
-        )
+    feeds = unpadded_feeds(tokenizer, texts)
     core = ov.Core()
     model = core.read_model(str(work / OV_DIRECT["ov-direct-fp32"][0]))
     quantized = nncf.quantize(model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds))

@@ -64,10 +64,14 @@ DEFAULT_INT8 = SENSITIVE_FP32
 
 def calibration_feeds(source: SourceModel, sentences: Sequence[str]) -> list[dict[str, np.ndarray]]:
     """One unpadded feed per sentence, tokenized like the bundle (padding would skew the statistics)."""
-    tokenizer = source.bundle_tokenizer()
     texts = [s.lower() if source.do_lower_case else s for s in sentences if s.strip()]
+    return unpadded_feeds(source.bundle_tokenizer(), texts)
+
+
+def unpadded_feeds(tokenizer: Any, texts: Sequence[str]) -> list[dict[str, np.ndarray]]:
+    """One batch-1 feed (``input_ids``, ``attention_mask``, ``token_type_ids``) per text, no padding."""
     feeds = []
-    for encoding in tokenizer.encode_batch(texts):
+    for encoding in tokenizer.encode_batch(list(texts)):
         ids = np.asarray([encoding.ids], dtype=np.int64)
         feeds.append(
             {
