@@ -61,6 +61,22 @@ class EmbeddingCache:
             self.misses += len(keys) - hits
         return found
 
+    def fill(
+        self, token_ids: Sequence[Sequence[int]], normalize: bool, out: np.ndarray
+    ) -> tuple[list[tuple[bool, bytes]], list[int]]:
+        """Copy the cached vectors of these tokenized texts into their rows of ``out``.
+
+        Returns every text's key (to :meth:`put_many` what gets computed) and the rows the cache lacks.
+        """
+        keys = [cache_key(ids, normalize) for ids in token_ids]
+        missing = []
+        for row, vector in enumerate(self.get_many(keys)):
+            if vector is None:
+                missing.append(row)
+            else:
+                out[row] = vector
+        return keys, missing
+
     def put_many(self, keys: Sequence[tuple[bool, bytes]], vectors: np.ndarray) -> None:
         """Remember ``vectors`` (one row per key), evicting the least recently used beyond capacity."""
         if self.capacity == 0:

@@ -14,7 +14,7 @@ from embedrt.errors import InputError, InputTypeError
 from embedrt.runtime.backends.base import Backend
 from embedrt.runtime.backends.select import Choice, choose, open_backend
 from embedrt.runtime.batching import pad_batch, plan_batches
-from embedrt.runtime.cache import EmbeddingCache, cache_key
+from embedrt.runtime.cache import EmbeddingCache
 from embedrt.runtime.pooling import l2_normalize, pool
 from embedrt.runtime.tokenizer import TextTokenizer
 
@@ -153,13 +153,7 @@ class Encoder:
         todo = list(range(len(items)))
         keys: list[tuple[bool, bytes]] = []
         if self.cache is not None and encodings:
-            keys = [cache_key(encoding.ids, normalized) for encoding in encodings]
-            todo = []
-            for index, vector in enumerate(self.cache.get_many(keys)):
-                if vector is None:
-                    todo.append(index)
-                else:
-                    output[index] = vector
+            keys, todo = self.cache.fill([encoding.ids for encoding in encodings], normalized, output)
         if todo:
             progress = None
             if show_progress_bar:

@@ -21,7 +21,6 @@ import numpy as np
 import orjson
 from tokenizers import Encoding
 
-from embedrt.runtime.cache import cache_key
 from embedrt.runtime.encoder import Encoder
 from embedrt.server.batcher import DynamicBatcher
 from embedrt.server.errors import ErrorKind, ServerError, classify, render_error
@@ -272,19 +271,10 @@ class EmbeddingServer:
         cache = self.encoder.cache
         if cache is None:
             return await self.batcher.embed(encodings, normalize, deadline)
-        keys = [cache_key(encoding.ids, normalize) for encoding in encodings]
-        found = cache.get_many(keys)
-        missing = [index for index, vector in enumerate(found) if vector is None]
+        out = np.empty((len(encodings), self.encoder.dim), dtype=np.float32)
+        keys, missing = cache.fill([encoding.ids for encoding in encodings], normalize, out)
         self.metrics.cache_hits.inc(len(keys) - len(missing))
         self.metrics.cache_misses.inc(len(missing))
-        if len(missing) == len(keys):
-            vectors = await self.batcher.embed(encodings, normalize, deadline)
-            cache.put_many(keys, vectors)
-            return vectors
-        out = np.empty((len(keys), self.encoder.dim), dtype=np.float32)
-        for index, vector in enumerate(found):
-            if vector is not None:
-                out[index] = vector
         if missing:
             computed = await self.batcher.embed([encodings[i] for i in missing], normalize, deadline)
             out[missing] = computed
