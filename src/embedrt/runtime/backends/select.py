@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from embedrt.bundle import DEFAULT_ENGINE, Bundle, split_variant_name, variant_name
-from embedrt.errors import BackendError, BundleError, InputError, missing_extra
+from embedrt.errors import BackendError, BundleError, InputError, MissingExtraError, missing_extra
 from embedrt.runtime.backends.base import Backend
 from embedrt.runtime.backends.trt_engines import TRT_VARIANT
 from embedrt.runtime.devices import (
@@ -33,6 +33,11 @@ class Choice:
     precision: str
     variant: str
 
+    @classmethod
+    def of(cls, engine: str, precision: str) -> Choice:
+        """``engine`` computing in ``precision``, reading the variant that precision is stored as."""
+        return cls(engine, precision, variant_name(engine, STORED_PRECISION.get(precision, precision)))
+
     @property
     def label(self) -> str:
         """``int8`` (ONNX Runtime), ``openvino-int8``, ``openvino-bf16``: how reports name this row."""
@@ -45,6 +50,12 @@ def _installed(engine: str) -> bool:
         return importlib.util.find_spec(ENGINE_PACKAGES[engine][0]) is not None
     except (ImportError, ValueError):
         return False
+
+
+def _missing_engine(engine: str) -> MissingExtraError:
+    """One line naming the extra that installs ``engine``'s package."""
+    package, extra = ENGINE_PACKAGES[engine]
+    return missing_extra(package, extra, f"running the {engine} variants of a bundle")
 
 
 def _engines(precision: str, device: str) -> tuple[str, ...]:
@@ -74,7 +85,7 @@ def choose(bundle: Bundle, precision: str = AUTO, engine: str = AUTO, device: st
             f"{', '.join(DEVICE_PRECISIONS[device])}); pick one of those, or device='cpu' for int8"
         )
     wanted = AUTO_PRECISION[device] if precision == AUTO else (precision,)
-    options = [Choice(e, p, variant_name(e, STORED_PRECISION.get(p, p))) for p in wanted for e in _engines(p, device)]
+    options = [Choice.of(e, p) for p in wanted for e in _engines(p, device)]
     if engine != AUTO:
         options = [option for option in options if option.engine == engine]
         if not options:
@@ -85,8 +96,7 @@ def choose(bundle: Bundle, precision: str = AUTO, engine: str = AUTO, device: st
     if usable:
         return usable[0]
     if present:  # the bundle has it, the engine's package is missing
-        package, extra = ENGINE_PACKAGES[present[0].engine]
-        raise missing_extra(package, extra, f"running the {present[0].engine} variants of a bundle")
+        raise _missing_engine(present[0].engine)
     if precision == AUTO and engine == AUTO:
         # Nothing the device prefers: the first variant of the bundle (fp32 on the CPU for every export).
         name = next(iter(bundle.manifest.variants))
@@ -118,8 +128,7 @@ def cpu_choices(
         if engine not in ENGINE_PACKAGES:
             raise InputError(f"unknown engine {engine!r}; use one of: {', '.join(ENGINE_PACKAGES)}")
         if named_engines and not _installed(engine):
-            package, extra = ENGINE_PACKAGES[engine]
-            raise missing_extra(package, extra, f"running the {engine} variants of a bundle")
+            raise _missing_engine(engine)
     if not engine_list:
         raise missing_extra("onnxruntime", "cpu", "running a bundle on the CPU")
     wanted = list(precisions) if precisions is not None else list(DEVICE_PRECISIONS["cpu"])
@@ -128,7 +137,7 @@ def cpu_choices(
         for precision in wanted:
             if engine not in CPU_ENGINES.get(precision, ()):
                 continue
-            choice = Choice(engine, precision, variant_name(engine, STORED_PRECISION.get(precision, precision)))
+            choice = Choice.of(engine, precision)
             if choice.variant not in bundle.manifest.variants:
                 continue
             if precision == "bf16" and precisions is None and not cpu_has_native_bf16():
@@ -139,7 +148,7 @@ def cpu_choices(
             raise InputError(f"unknown precision {precision!r}; use one of: {', '.join(RUN_PRECISIONS)}")
         if not any(choice.precision == precision for choice in found):
             engine = next((e for e in CPU_ENGINES.get(precision, ()) if e in engine_list), engine_list[0])
-            raise bundle.missing_variant(variant_name(engine, STORED_PRECISION.get(precision, precision)))
+            raise bundle.missing_variant(Choice.of(engine, precision).variant)
     return found
 
 
