@@ -22,7 +22,7 @@ import numpy as np
 
 from compare_cpu import DEFAULT_DATA, load_texts
 from embedrt import Encoder
-from embedrt.tools.bench import machine_facts
+from embedrt.tools.bench import machine_facts, percentile
 from engines import OV_DIRECT, _ov_direct
 
 RESULTS = Path(__file__).parent / "results"
@@ -66,10 +66,7 @@ def main() -> None:
     summary = {
         name: {
             "sentences_per_s_median": float(np.median(throughput[name])),
-            "batch1_ms": {
-                label: float(value)
-                for label, value in zip(("p50", "p95", "p99"), np.percentile(batch1[name], [50, 95, 99]), strict=True)
-            },
+            "batch1_ms": {f"p{q}": percentile(sorted(batch1[name]), q) for q in (50, 95, 99)},
         }
         for name in rows
     }
