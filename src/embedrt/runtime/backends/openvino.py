@@ -9,6 +9,15 @@
   events through the ``openvino-telemetry`` package unless it cannot be imported, so the first import
   happens with it blocked (:func:`import_openvino`).
 - Threads follow the ONNX Runtime path: one stream, ``threads`` inference threads, latency mode.
+- Batch invariance (static int8): OpenVINO fuses attention into one JIT kernel (a "snippets" subgraph)
+  whose softmax sums the keys in an order that depends on the padded width of the batch. The difference
+  is in the last bit, but static int8 requantizes right after attention and turns it, for a few texts
+  in a thousand, into a whole int8 step: all-MiniLM-L6-v2 alone vs in batches of 32, 10 of 1,024 Chinese
+  and 10 of 1,024 English STS texts below cosine 0.99999 (worst 0.99968). With that fusion off
+  (``SNIPPETS_MODE=DISABLE``) attention runs as separate MatMul/Softmax nodes whose rows do not depend on
+  padding: 1,024 of 1,024 vectors bit-identical alone and in a batch, in both languages. Cost on this
+  project's Zen 4 (2 threads, DMetaSoul stand-in): batch-32 throughput the same or higher, batch-1
+  latency about 7% higher (``benchmarks/ov_overhead.py``; docs/openvino.md, Batch invariance).
 """
 
 from __future__ import annotations
@@ -68,6 +77,8 @@ class OpenVinoSettings:
 
     threads: int
     precision: str = "f32"  # "f32" or "bf16"
+    #: Attention unfused, so a row's vector does not depend on how wide its batch is padded (see above).
+    batch_invariant: bool = False
 
 
 class OpenVinoBackend:
@@ -89,6 +100,8 @@ class OpenVinoBackend:
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": settings.precision,
         }
+        if settings.batch_invariant:
+            config["SNIPPETS_MODE"] = "DISABLE"
         try:
             self._compiled = core.compile_model(str(model_path), "CPU", config)
         except RuntimeError as err:

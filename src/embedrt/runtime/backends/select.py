@@ -171,7 +171,10 @@ def open_backend(
         from embedrt.runtime.backends.openvino import OpenVinoBackend, OpenVinoSettings
 
         hint = "bf16" if choice.precision == "bf16" else "f32"
-        return OpenVinoBackend(model_path, OpenVinoSettings(threads=threads or default_threads(), precision=hint))
+        ov_settings = OpenVinoSettings(
+            threads=threads or default_threads(), precision=hint, batch_invariant=choice.precision == "int8"
+        )
+        return OpenVinoBackend(model_path, ov_settings)
     from embedrt.runtime.backends.ort import OrtBackend, OrtSettings
 
     fold = bundle.variant(choice.variant).recipe.get("word_table") == "int8"  # see export/quantize.py
