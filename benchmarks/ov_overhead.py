@@ -1,13 +1,19 @@
 """What embedrt's OpenVINO path costs over OpenVINO used directly, measured in ONE process.
 
 Separate processes (``compare_cpu.py``) vary by 5-10% from one to the next on a shared VM, more than the
-difference being measured. Here embedrt's ``Encoder`` (OpenVINO int8) and the hand-written loop of
-``engines.py`` (on embedrt's own int8 IR, and on NNCF's default int8 IR of the same graph) share one
-process, its warm caches and its CPU state: throughput passes alternate between them, and batch-1 calls
-are interleaved text by text, in alternating order.
+difference being measured. Here four rows share one process, its warm caches and its CPU state:
+throughput passes alternate between them, and batch-1 calls are interleaved text by text, in alternating
+order. The rows take the difference apart:
+
+1. embedrt's ``Encoder`` (OpenVINO int8);
+2. the hand-written loop of ``engines.py`` on embedrt's IR with embedrt's settings (1 vs 2: the runtime);
+3. the same loop on NNCF's default IR of the same graph, same settings (2 vs 3: the quantization recipe);
+4. that loop with OpenVINO's defaults, the reference (3 vs 4: fused attention off, for batch invariance).
+
+Each row's vectors of every text alone are also compared with the same texts encoded in batches of 32.
 
     python benchmarks/compare_cpu.py --engines ov-direct-int8    # once: builds the bundle and NNCF's IR
-    python benchmarks/ov_overhead.py [--rounds 5] [--threads 2]   # results/ov_overhead.{md,json}
+    python benchmarks/ov_overhead.py [--rounds 8] [--threads 2]   # results/ov_overhead.{md,json}
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ from embedrt.tools.bench import machine_facts, percentile
 from engines import OV_DIRECT, _ov_direct
 
 RESULTS = Path(__file__).parent / "results"
-#: The hand-written loop on embedrt's int8 IR: isolates the runtime from the recipe.
-OV_DIRECT["ov-direct-embedrt-ir"] = ("bundle/openvino/model_int8.xml", "f32")
+#: What embedrt's backend sets for int8 beyond the peers' settings (see OpenVinoSettings.batch_invariant).
+EMBEDRT_INT8_CONFIG = {"SNIPPETS_MODE": "DISABLE"}
+OV_DIRECT["ov-direct-embedrt-ir"] = ("bundle/openvino/model_int8.xml", "f32", EMBEDRT_INT8_CONFIG)
+OV_DIRECT["ov-direct-int8-unfused"] = (OV_DIRECT["ov-direct-int8"][0], "f32", EMBEDRT_INT8_CONFIG)
 
 
 def main() -> None:
@@ -35,7 +43,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "embedrt-bench")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
 
@@ -43,13 +51,24 @@ def main() -> None:
     encoder = Encoder.load(args.work / "bundle", precision="int8", engine="openvino", threads=args.threads)
     rows: dict[str, Callable[[list[str], int], object]] = {
         "embedrt Encoder, OpenVINO int8": lambda batch, size: encoder.encode(batch, batch_size=size),
-        "OpenVINO directly, embedrt's int8 IR": _ov_direct("ov-direct-embedrt-ir", args.work, args.threads),
-        "OpenVINO directly, NNCF default int8 IR": _ov_direct("ov-direct-int8", args.work, args.threads),
+        "OpenVINO directly, embedrt's IR and settings": _ov_direct("ov-direct-embedrt-ir", args.work, args.threads),
+        "OpenVINO directly, NNCF default IR, fused attention off": _ov_direct(
+            "ov-direct-int8-unfused", args.work, args.threads
+        ),
+        "OpenVINO directly, NNCF default IR, OpenVINO defaults": _ov_direct("ov-direct-int8", args.work, args.threads),
     }
     throughput: dict[str, list[float]] = {name: [] for name in rows}
     batch1: dict[str, list[float]] = {name: [] for name in rows}
-    for run in rows.values():  # warm-up: every input shape once
-        run(texts, args.batch_size)
+    invariance = {}
+    for name, run in rows.items():  # warm-up (every input shape once), and batch invariance
+        batched = np.asarray(run(texts, args.batch_size))
+        alone = np.stack([np.asarray(run([text], 1))[0] for text in texts])
+        cos = (alone * batched).sum(1) / (np.linalg.norm(alone, axis=1) * np.linalg.norm(batched, axis=1))
+        invariance[name] = {
+            "min_cos": float(cos.min()),
+            "below_0.99999": int((cos < 0.99999).sum()),
+            "bit_identical": int((alone == batched).all(axis=1).sum()),
+        }
     for attempt in range(args.rounds):
         order = list(rows.items()) if attempt % 2 == 0 else list(rows.items())[::-1]
         for name, run in order:
@@ -62,11 +81,12 @@ def main() -> None:
                 run([text], 1)
                 batch1[name].append((time.perf_counter() - start) * 1e3)
 
-    reference = "OpenVINO directly, NNCF default int8 IR"
+    reference = "OpenVINO directly, NNCF default IR, OpenVINO defaults"
     summary = {
         name: {
             "sentences_per_s_median": float(np.median(throughput[name])),
             "batch1_ms": {f"p{q}": percentile(sorted(batch1[name]), q) for q in (50, 95, 99)},
+            "alone_vs_batched": invariance[name],
         }
         for name in rows
     }
@@ -75,10 +95,13 @@ def main() -> None:
         f"# embedrt's OpenVINO path against OpenVINO used directly, one process ({args.rounds} alternated rounds)",
         "",
         f"Machine: {machine['cpu']} ({machine['isa']}), {args.threads} threads. Workload: {described}, "
-        f"batch {args.batch_size}; batch-1: 200 texts x {args.rounds}, interleaved text by text.",
+        f"batch {args.batch_size}; batch-1: 200 texts x {args.rounds}, interleaved text by text. Alone vs "
+        f"batched: each of the {len(texts)} texts encoded alone against the same text in the batch-{args.batch_size} "
+        "pass (length-sorted batches).",
         "",
-        "| row | sentences/s (median) | x reference | batch-1 p50 ms | p95 ms | p99 ms | p50 x reference |",
-        "|---|---|---|---|---|---|---|",
+        "| row | sentences/s (median) | x reference | batch-1 p50 ms | p95 ms | p99 ms | p50 x reference "
+        "| alone vs batched: bit-identical | below cos 0.99999 | min cos |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in summary.items():
         speed = row["sentences_per_s_median"] / summary[reference]["sentences_per_s_median"]
@@ -86,7 +109,8 @@ def main() -> None:
         ms = row["batch1_ms"]
         lines.append(
             f"| {name} | {row['sentences_per_s_median']:.0f} | {speed:.3f} | {ms['p50']:.2f} | {ms['p95']:.2f} "
-            f"| {ms['p99']:.2f} | {p50:.3f} |"
+            f"| {ms['p99']:.2f} | {p50:.3f} | {row['alone_vs_batched']['bit_identical']} "
+            f"| {row['alone_vs_batched']['below_0.99999']} | {row['alone_vs_batched']['min_cos']:.7f} |"
         )
     lines.append(f"\nReference: {reference}.")
     RESULTS.mkdir(exist_ok=True)
