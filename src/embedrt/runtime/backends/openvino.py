@@ -80,6 +80,18 @@ class OpenVinoSettings:
     #: Attention unfused, so a row's vector does not depend on how wide its batch is padded (see above).
     batch_invariant: bool = False
 
+    def compile_config(self) -> dict[str, Any]:
+        """The CPU plugin's configuration for these settings (``benchmarks/ov_overhead.py`` uses it too)."""
+        config: dict[str, Any] = {
+            "INFERENCE_NUM_THREADS": self.threads,
+            "NUM_STREAMS": 1,
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": self.precision,
+        }
+        if self.batch_invariant:
+            config["SNIPPETS_MODE"] = "DISABLE"
+        return config
+
 
 class OpenVinoBackend:
     """One compiled IR; each calling thread gets its own infer request (they are not thread-safe)."""
@@ -94,16 +106,8 @@ class OpenVinoBackend:
                 "precision 'bf16' needs a CPU with native bf16 instructions (AVX512_BF16 or AMX) and this one has "
                 "none: emulated bf16 is many times slower than fp32. Use precision 'fp32', or 'int8' for speed"
             )
-        config = {
-            "INFERENCE_NUM_THREADS": settings.threads,
-            "NUM_STREAMS": 1,
-            "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": settings.precision,
-        }
-        if settings.batch_invariant:
-            config["SNIPPETS_MODE"] = "DISABLE"
         try:
-            self._compiled = core.compile_model(str(model_path), "CPU", config)
+            self._compiled = core.compile_model(str(model_path), "CPU", settings.compile_config())
         except RuntimeError as err:
             raise BackendError(
                 f"OpenVINO could not compile {model_path.name} ({str(err).splitlines()[0]}); re-export the "
