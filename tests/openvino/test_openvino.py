@@ -92,6 +92,18 @@ def test_static_int8_vectors_do_not_depend_on_how_wide_the_batch_is_padded(minil
     assert cos.min() >= 0.99999, f"{texts[int(cos.argmin())]!r}: alone vs batched cos {cos.min()}"
 
 
+def test_batch_invariance_can_be_traded_for_openvinos_fused_attention(minilm_ov_bundle):
+    """``batch_invariant=False``: OpenVINO's fused attention for int8 (faster for one text); fp32 keeps it always."""
+    exact = Encoder.load(minilm_ov_bundle, precision="int8", engine="openvino")
+    fused = Encoder.load(minilm_ov_bundle, precision="int8", engine="openvino", batch_invariant=False)
+    assert exact.backend.settings.compile_config()["SNIPPETS_MODE"] == "DISABLE"
+    assert "SNIPPETS_MODE" not in fused.backend.settings.compile_config()
+    fp32 = Encoder.load(minilm_ov_bundle, precision="fp32", engine="openvino")
+    assert not fp32.backend.settings.batch_invariant
+    cos = cosine_rows(exact.encode(TEXTS), fused.encode(TEXTS))
+    assert cos.min() >= 0.999, f"{TEXTS[int(cos.argmin())]!r}: unfused vs fused attention cos {cos.min()}"
+
+
 def test_bad_input_as_on_the_onnx_runtime_path(tiny_ov_bundle):
     encoder = Encoder.load(tiny_ov_bundle, precision="int8", engine="openvino")
     assert encoder.encode([]).shape == (0, encoder.dim)

@@ -49,6 +49,13 @@ def test_environment_fills_what_flags_leave_out():
     assert "s3cret" not in str(settings.public())
 
 
+def test_batch_invariance_is_on_unless_turned_off():
+    assert resolve_settings(parse("b"), environ={}).batch_invariant is True
+    assert resolve_settings(parse("b", "--batch-invariant", "false"), environ={}).batch_invariant is False
+    assert resolve_settings(parse("b"), environ={"EMBEDRT_BATCH_INVARIANT": "0"}).batch_invariant is False
+    assert resolve_settings(parse("b", "--batch-invariant"), environ={"EMBEDRT_BATCH_INVARIANT": "0"}).batch_invariant
+
+
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [

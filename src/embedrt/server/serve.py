@@ -109,6 +109,7 @@ def serve(settings: ServerSettings) -> int:
         threads=settings.threads,
         cache_size=settings.cache_size,
         spin=False,  # idle between requests: spinning threads would burn the CPU the batches need
+        batch_invariant=settings.batch_invariant,
     )
     threads = f"{settings.threads} threads (--threads)" if settings.threads else cpu_budget().describe()
     log.info("embedrt: engine %s %s on %s", encoder.engine, encoder.precision, threads)

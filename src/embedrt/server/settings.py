@@ -72,6 +72,8 @@ class ServerSettings:
     max_batch_requests: int | None = None
     #: Split a request with more than max_client_batch_size texts into batches instead of refusing it.
     split_client_batches: bool = False
+    #: OpenVINO int8: attention unfused so a text's vector does not depend on its batch-mates (Encoder.load).
+    batch_invariant: bool = True
     #: Embeddings of texts already seen kept in memory and answered without the engine (0: off).
     #: 10,000 vectors of 768 floats are about 31 MB plus keys, a fraction of the model; FAQ traffic's
     #: hot set of distinct questions is usually a few thousand.
@@ -102,6 +104,7 @@ class ServerSettings:
             "max_input_chars": self.max_input_chars,
             "max_batch_requests": self.max_batch_requests,
             "split_client_batches": self.split_client_batches,
+            "batch_invariant": self.batch_invariant,
             "request_timeout_ms": self.request_timeout_ms,
             "payload_limit": self.payload_limit,
             "read_timeout_s": self.read_timeout_s,
@@ -131,6 +134,13 @@ OPTIONS: tuple[Option, ...] = (
         "split_client_batches",
         boolean,
         "split a request over --max-client-batch-size into batches instead of refusing it (413)",
+        "BOOL",
+    ),
+    Option(
+        "batch_invariant",
+        boolean,
+        "OpenVINO int8: a text's vector independent of its batch-mates (false: OpenVINO's fused attention, "
+        "faster for one text, vectors move by up to 3e-4 cosine with the traffic)",
         "BOOL",
     ),
     Option("cache_size", whole_number(0), "embeddings of texts already seen kept in memory (0: no cache)"),

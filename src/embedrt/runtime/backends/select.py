@@ -153,7 +153,13 @@ def cpu_choices(
 
 
 def open_backend(
-    bundle: Bundle, choice: Choice, device: str, threads: int | None, verify: bool = True, spin: bool = True
+    bundle: Bundle,
+    choice: Choice,
+    device: str,
+    threads: int | None,
+    verify: bool = True,
+    spin: bool = True,
+    batch_invariant: bool = True,
 ) -> Backend:
     """Start the engine ``choice`` names for ``bundle`` on ``device``; never a different device."""
     if device == "tensorrt":
@@ -171,9 +177,8 @@ def open_backend(
         from embedrt.runtime.backends.openvino import OpenVinoBackend, OpenVinoSettings
 
         hint = "bf16" if choice.precision == "bf16" else "f32"
-        ov_settings = OpenVinoSettings(
-            threads=threads or default_threads(), precision=hint, batch_invariant=choice.precision == "int8"
-        )
+        unfused = batch_invariant and choice.precision == "int8"  # fp32 and bf16 do not need it
+        ov_settings = OpenVinoSettings(threads=threads or default_threads(), precision=hint, batch_invariant=unfused)
         return OpenVinoBackend(model_path, ov_settings)
     from embedrt.runtime.backends.ort import OrtBackend, OrtSettings
 
