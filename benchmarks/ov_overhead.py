@@ -8,7 +8,8 @@ order. The rows take the difference apart:
 1. embedrt's ``Encoder`` (OpenVINO int8);
 2. the hand-written loop of ``engines.py`` on embedrt's IR with embedrt's settings (1 vs 2: the runtime);
 3. the same loop on NNCF's default IR of the same graph, same settings (2 vs 3: the quantization recipe);
-4. that loop with OpenVINO's defaults, the reference (3 vs 4: fused attention off, for batch invariance).
+4. that loop with OpenVINO's defaults, the reference (3 vs 4: fused attention off, for batch invariance);
+5. embedrt's ``Encoder`` with ``batch_invariant=False`` (OpenVINO's fused attention, as the reference).
 
 Each row's vectors of every text alone are also compared with the same texts encoded in batches of 32.
 
@@ -51,6 +52,9 @@ def main() -> None:
     OV_DIRECT["ov-direct-embedrt-ir"] = ("bundle/openvino/model_int8.xml", "f32", embedrt_config)
     OV_DIRECT["ov-direct-int8-unfused"] = (OV_DIRECT["ov-direct-int8"][0], "f32", embedrt_config)
     encoder = Encoder.load(args.work / "bundle", precision="int8", engine="openvino", threads=args.threads)
+    fused = Encoder.load(
+        args.work / "bundle", precision="int8", engine="openvino", threads=args.threads, batch_invariant=False
+    )
     rows: dict[str, Callable[[list[str], int], object]] = {
         "embedrt Encoder, OpenVINO int8": lambda batch, size: encoder.encode(batch, batch_size=size),
         "OpenVINO directly, embedrt's IR and settings": _ov_direct("ov-direct-embedrt-ir", args.work, args.threads),
@@ -58,6 +62,7 @@ def main() -> None:
             "ov-direct-int8-unfused", args.work, args.threads
         ),
         "OpenVINO directly, NNCF default IR, OpenVINO defaults": _ov_direct("ov-direct-int8", args.work, args.threads),
+        "embedrt Encoder, batch_invariant=False": lambda batch, size: fused.encode(batch, batch_size=size),
     }
     throughput: dict[str, list[float]] = {name: [] for name in rows}
     batch1: dict[str, list[float]] = {name: [] for name in rows}
