@@ -1,7 +1,7 @@
 """What embedrt's OpenVINO path costs over OpenVINO used directly, measured in ONE process.
 
 Separate processes (``compare_cpu.py``) vary by 5-10% from one to the next on a shared VM, more than the
-difference being measured. Here four rows share one process, its warm caches and its CPU state:
+difference being measured. Here five rows share one process, its warm caches and its CPU state:
 throughput passes alternate between them, and batch-1 calls are interleaved text by text, in alternating
 order. The rows take the difference apart:
 

@@ -89,7 +89,8 @@ class Encoder:
         ``batch_invariant`` (OpenVINO int8): a text's vector does not depend on its batch-mates, because
         attention runs unfused; ``False`` takes OpenVINO's fused attention kernel, about 7% faster for one
         text (Zen 4), whose vectors then move by up to ~3e-4 cosine with the padded width of their batch.
-        fp32 and bf16 are batch-invariant either way; ONNX Runtime's dynamic int8 never is (docs/openvino.md).
+        fp32 and bf16 move only in their last bits either way; ONNX Runtime's dynamic int8 takes its scales
+        from the batch, so this cannot apply to it (docs/openvino.md).
         """
         if threads is not None and threads < 1:
             raise InputError(f"threads must be >= 1, got {threads}")
