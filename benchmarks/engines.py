@@ -43,7 +43,7 @@ EMBEDRT_ROWS = {
 }
 #: OpenVINO used directly: engine name -> (IR under the work dir, INFERENCE_PRECISION_HINT, extra config).
 #: The peers keep OpenVINO's other defaults (its fused attention among them), as a user's code would.
-OV_DIRECT: dict[str, tuple[str, str, dict[str, str]]] = {
+OV_DIRECT: dict[str, tuple[str, str, dict[str, object]]] = {
     "ov-direct-fp32": ("bundle/openvino/model.xml", "f32", {}),
     "ov-direct-bf16": ("bundle/openvino/model.xml", "bf16", {}),
     "ov-direct-int8": ("ov_direct/model_int8.xml", "f32", {}),
