@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from embedrt.server.routes import describe
 from embedrt.server.settings import OPTIONS, ServerSettings
 
 
@@ -11,8 +12,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
         help="HTTP server: OpenAI- and TEI-compatible embeddings (needs embedrt[server])",
-        description="Serve a bundle over HTTP with dynamic batching: POST /v1/embeddings (OpenAI), POST /embed "
-        "(TEI), GET /health, /info, /metrics. Every flag can also be set by its EMBEDRT_* variable; a flag wins.",
+        description="Serve a bundle over HTTP with dynamic batching, for OpenAI and text-embeddings-inference "
+        "clients. Every flag can also be set by its EMBEDRT_* variable; a flag wins.\n\nroutes:\n" + describe(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("bundle", nargs="?", default=None, help="bundle directory (or EMBEDRT_BUNDLE)")
     for option in OPTIONS:

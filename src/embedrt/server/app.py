@@ -14,6 +14,7 @@ import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +23,21 @@ import orjson
 from tokenizers import Encoding
 
 from embedrt.runtime.encoder import Encoder
-from embedrt.server.batcher import DynamicBatcher
+from embedrt.server.batcher import DynamicBatcher, Timing
 from embedrt.server.errors import ErrorKind, ServerError, classify, render_error
 from embedrt.server.metrics import Metrics
+from embedrt.server.openapi import document
+from embedrt.server.routes import ROUTES, Dialect, Route
 from embedrt.server.schemas import (
+    CHARS_PER_TOKEN,
+    EMBED,
+    OPENAI,
+    SIMILARITY,
+    TOKENIZE,
+    Limits,
+    fit,
     openai_body,
     parse_json_object,
-    parse_openai,
-    parse_similarity,
-    parse_tei,
-    parse_tokenize,
     tei_body,
 )
 from embedrt.server.settings import ServerSettings
@@ -39,8 +45,6 @@ from embedrt.server.settings import ServerSettings
 log = logging.getLogger("embedrt.server")
 
 JSON = b"application/json"
-#: Routes whose requests pass admission (--max-concurrent-requests) and are timed by the request metrics.
-EMBEDDING_ROUTES = ("/v1/embeddings", "/embed", "/similarity")
 #: A client's own deadline for one request, in milliseconds (at most the server's --request-timeout-ms).
 TIMEOUT_HEADER = "x-request-timeout-ms"
 WARM_UP_TEXTS = ("warm up", "预热" * 40, "a b c d e f g h i j k l m n o p q r s t u v w x y z")
@@ -109,19 +113,23 @@ class EmbeddingServer:
             max_batch_requests=settings.max_batch_requests,
             metrics=self.metrics,
         )
-        self.name = model_name(encoder)
+        self.name = settings.served_model_name or model_name(encoder)
+        #: Characters per text: beyond it refused without truncation, cut before tokenizing with it (TEI's rule).
+        self.char_limit = settings.max_input_chars or CHARS_PER_TOKEN * encoder.max_seq_length
+        self.compute_type = f"{settings.device}+{encoder.engine}+{encoder.precision}".encode()
         self.ready = False
         self.in_flight = 0
-        self.routes: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {
-            "/v1/embeddings": {"POST": self.openai_embeddings},
-            "/embed": {"POST": self.tei_embed},
-            "/similarity": {"POST": self.similarity},
-            "/tokenize": {"POST": self.tokenize},
-            "/health": {"GET": self.health},
-            "/info": {"GET": self.info},
-            "/v1/models": {"GET": self.models},
-            "/metrics": {"GET": self.prometheus},
-        }
+        self.routes: dict[str, dict[str, Route]] = {}
+        for route in ROUTES:
+            self.routes.setdefault(route.path, {})[route.method] = route
+        self.openapi_body = orjson.dumps(document(self.limits, self.name, self.settings.api_key is not None))
+
+    def limits(self, route: Route) -> Limits:
+        """What ``route`` takes: OpenAI's 2,048 texts on its routes, TEI's --max-client-batch-size on the others."""
+        if route.dialect is Dialect.OPENAI:
+            return Limits(self.encoder.dim, self.settings.max_openai_batch_size, "--max-openai-batch-size")
+        split = self.settings.split_client_batches
+        return Limits(self.encoder.dim, None if split else self.settings.max_client_batch_size)
 
     # ------------------------------------------------------------------------------------------ ASGI
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -168,17 +176,17 @@ class EmbeddingServer:
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         request = Request(scope, receive)
         close = False
+        route = None
         try:
-            methods = self.routes.get(request.path)
-            if methods is None:
-                raise ServerError(
-                    ErrorKind.NOT_FOUND, f"no route {request.path}; this server has {', '.join(self.routes)}"
-                )
-            route = methods.get(request.method)
-            if route is None:
-                allowed = ", ".join(methods)
-                raise ServerError(ErrorKind.METHOD, f"{request.method} is not allowed on {request.path}; use {allowed}")
-            status, headers, body = await route(request)
+            route = self.route(request)
+            if route.private:
+                self.authorize(request)
+            handler = getattr(self, route.handler)
+            if route.embedding:
+                async with self.admitted():
+                    status, headers, body = await handler(request, self.limits(route))
+            else:
+                status, headers, body = await handler(request)
         except ClientGone:
             return
         except Exception as err:
@@ -187,6 +195,8 @@ class EmbeddingServer:
                 log.error("request %s %s failed", request.method, request.path, exc_info=err)
             self.metrics.failures.labels(kind.value).inc()
             status, headers, body = render_error(kind, message, request.path, param)
+            if kind is ErrorKind.METHOD:
+                headers.append((b"allow", ", ".join(self.routes[request.path]).encode()))
             close = isinstance(err, ServerError) and err.close
         head = [(b"content-length", str(len(body)).encode()), *headers]
         if not any(name == b"content-type" for name, _ in headers):
@@ -195,9 +205,20 @@ class EmbeddingServer:
             head.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": head})
         await send({"type": "http.response.body", "body": body})
-        if request.path in EMBEDDING_ROUTES:
+        if route is not None and route.embedding:
             self.metrics.request_duration.labels(request.path).observe(time.monotonic() - request.started)
             self.metrics.requests.labels(request.path, str(status)).inc()
+
+    def route(self, request: Request) -> Route:
+        """The route for the request's path and method, or a 404 / 405 saying what there is."""
+        methods = self.routes.get(request.path)
+        if methods is None:
+            raise ServerError(ErrorKind.NOT_FOUND, f"no route {request.path}; this server has {', '.join(self.routes)}")
+        route = methods.get(request.method)
+        if route is None:
+            allowed = ", ".join(methods)
+            raise ServerError(ErrorKind.METHOD, f"{request.method} is not allowed on {request.path}; use {allowed}")
+        return route
 
     # ------------------------------------------------------------------------------------------ shared steps
     def authorize(self, request: Request) -> None:
@@ -243,84 +264,105 @@ class EmbeddingServer:
     async def json(self, request: Request) -> dict[str, Any]:
         return parse_json_object(await request.body(self.settings.payload_limit))
 
-    async def embed(
-        self, texts: list[str], normalize: bool, truncate: bool, direction: str, deadline: float | None, field: str
-    ) -> tuple[np.ndarray, int]:
-        """Vectors of ``texts`` (in pieces of --max-client-batch-size when splitting) and their token count."""
+    async def embed(self, texts: list[str], how: Embedding, deadline: float | None, work: Work) -> np.ndarray:
+        """Vectors of ``texts``, in pieces of --max-client-batch-size; ``work`` gets their tokens and timings."""
+        texts = fit(texts, how.truncate, how.direction, self.char_limit, how.label, how.fix)
         size = self.settings.max_client_batch_size
-        parts, tokens = [], 0
+        parts = []
         for start in range(0, len(texts), size):
-            encodings = await self.batcher.tokenize(texts[start : start + size], direction)
-            if not truncate:
+            began = time.perf_counter()
+            encodings = await self.batcher.tokenize(texts[start : start + size], how.direction)
+            work.tokenization_s += time.perf_counter() - began
+            if not how.truncate:
                 for index, encoding in enumerate(encodings):
                     if encoding.overflowing:
+                        label = how.label(start + index)
                         raise ServerError(
-                            ErrorKind.TOO_LARGE,
-                            f"'{field}[{start + index}]' is longer than this model's {self.encoder.max_seq_length} "
-                            'tokens; send "truncate": true to embed its first tokens, or shorten it',
-                            field,
+                            ErrorKind.VALIDATION,
+                            f"'{label}' is longer than this model's {self.encoder.max_seq_length} tokens "
+                            f"(max_input_length); {how.fix}",
+                            label.split("[")[0].split(".")[0],
                         )
-            tokens += sum(len(encoding.ids) for encoding in encodings)
-            parts.append(await self.cached(encodings, normalize, deadline))
+            work.tokens += sum(len(encoding.ids) for encoding in encodings)
+            parts.append(await self.cached(encodings, how.normalize, deadline, work.timing))
+        work.characters += sum(len(text) for text in texts)
         self.metrics.texts.inc(len(texts))
-        self.metrics.tokens.inc(tokens)
-        return (parts[0] if len(parts) == 1 else np.concatenate(parts)), tokens
+        self.metrics.tokens.inc(work.tokens)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    async def cached(self, encodings: list[Encoding], normalize: bool, deadline: float | None) -> np.ndarray:
+    async def cached(
+        self, encodings: list[Encoding], normalize: bool, deadline: float | None, timing: Timing
+    ) -> np.ndarray:
         """Vectors from the result cache where it has them, from the batcher for the rest."""
         cache = self.encoder.cache
         if cache is None:
-            return await self.batcher.embed(encodings, normalize, deadline)
+            return await self.batcher.embed(encodings, normalize, deadline, timing)
         out = np.empty((len(encodings), self.encoder.dim), dtype=np.float32)
         keys, missing = cache.fill([encoding.ids for encoding in encodings], normalize, out)
         self.metrics.cache_hits.inc(len(keys) - len(missing))
         self.metrics.cache_misses.inc(len(missing))
         if missing:
-            computed = await self.batcher.embed([encodings[i] for i in missing], normalize, deadline)
+            computed = await self.batcher.embed([encodings[i] for i in missing], normalize, deadline, timing)
             out[missing] = computed
             cache.put_many([keys[i] for i in missing], computed)
         return out
 
+    def timing_headers(self, request: Request, work: Work) -> list[tuple[bytes, bytes]]:
+        """TEI's per-request headers: where the time went (whole milliseconds) and how much was computed."""
+        total = str(round((time.monotonic() - request.started) * 1000)).encode()
+        return [
+            (b"x-compute-type", self.compute_type),
+            (b"x-compute-time", total),
+            (b"x-compute-characters", str(work.characters).encode()),
+            (b"x-compute-tokens", str(work.tokens).encode()),
+            (b"x-total-time", total),
+            (b"x-tokenization-time", str(round(work.tokenization_s * 1000)).encode()),
+            (b"x-queue-time", str(round(work.timing.queue_s * 1000)).encode()),
+            (b"x-inference-time", str(round(work.timing.inference_s * 1000)).encode()),
+        ]
+
     # ------------------------------------------------------------------------------------------ routes
-    async def openai_embeddings(self, request: Request) -> Response:
-        self.authorize(request)
-        async with self.admitted():
-            deadline = self.deadline(request)
-            query = parse_openai(await self.json(request), self.settings, self.encoder.dim)
-            vectors, tokens = await self.embed(
-                query.texts, self.encoder.manifest.normalize, True, "right", deadline, "input"
-            )
-            return 200, [], openai_body(vectors, query.encoding_format, self.name, tokens)
+    async def openai_embeddings(self, request: Request, limits: Limits) -> Response:
+        """OpenAI's embeddings: unit-length vectors whatever the model's modules, as OpenAI and TEI return."""
+        deadline = self.deadline(request)
+        query = OPENAI.read(await self.json(request), limits)
+        truncate = self.settings.auto_truncate
+        how = Embedding(True, truncate, "right", _labels("input"), OPENAI_TRUNCATE_FIX)
+        work = Work()
+        vectors = await self.embed(query["input"], how, deadline, work)
+        body = openai_body(vectors, query["encoding_format"], self.name, work.tokens)
+        return 200, self.timing_headers(request, work), body
 
-    async def tei_embed(self, request: Request) -> Response:
-        self.authorize(request)
-        async with self.admitted():
-            deadline = self.deadline(request)
-            query = parse_tei(await self.json(request), self.settings)
-            vectors, _ = await self.embed(
-                query.texts, query.normalize, query.truncate, query.direction, deadline, "inputs"
-            )
-            return 200, [], tei_body(vectors)
+    async def tei_embed(self, request: Request, limits: Limits) -> Response:
+        deadline = self.deadline(request)
+        query = EMBED.read(await self.json(request), limits)
+        truncate = _first(query["truncate"], self.settings.auto_truncate)
+        how = Embedding(query["normalize"], truncate, query["truncation_direction"], _labels("inputs"), TRUNCATE_FIX)
+        work = Work()
+        vectors = await self.embed(query["inputs"], how, deadline, work)
+        return 200, self.timing_headers(request, work), tei_body(vectors)
 
-    async def similarity(self, request: Request) -> Response:
+    async def similarity(self, request: Request, limits: Limits) -> Response:
         """TEI's ``/similarity``: the cosine of ``source_sentence`` with each of ``sentences``, in order."""
-        self.authorize(request)
-        async with self.admitted():
-            deadline = self.deadline(request)
-            query = parse_similarity(await self.json(request), self.settings)
-            texts = [query.source, *query.sentences]
-            vectors, _ = await self.embed(texts, True, query.truncate, query.direction, deadline, "inputs.sentences")
-            scores = np.clip(vectors[1:] @ vectors[0], -1.0, 1.0)
-            return 200, [], orjson.dumps(scores, option=orjson.OPT_SERIALIZE_NUMPY)
+        deadline = self.deadline(request)
+        query = SIMILARITY.read(await self.json(request), limits)
+        inputs, parameters = query["inputs"], query["parameters"] or {}
+        truncate = _first(parameters.get("truncate"), query["truncate"], self.settings.auto_truncate)
+        direction = parameters.get("truncation_direction") or query["truncation_direction"] or "right"
+        how = Embedding(True, truncate, direction, _similarity_label, SIMILARITY_TRUNCATE_FIX)
+        work = Work()
+        vectors = await self.embed([inputs["source_sentence"], *inputs["sentences"]], how, deadline, work)
+        scores = np.clip(vectors[1:] @ vectors[0], -1.0, 1.0)
+        return 200, self.timing_headers(request, work), orjson.dumps(scores, option=orjson.OPT_SERIALIZE_NUMPY)
 
     async def tokenize(self, request: Request) -> Response:
         """TEI's ``/tokenize``: for each input, its tokens as the model sees them (character offsets)."""
-        self.authorize(request)
-        query = parse_tokenize(await self.json(request), self.settings)
-        encodings = await self.batcher.tokenize(query.texts)
+        query = TOKENIZE.read(await self.json(request), self.limits(self.routes["/tokenize"]["POST"]))
+        texts = query["inputs"]
+        encodings = await self.batcher.tokenize(texts)
         body = [
-            _tokens(text, encoding, query.add_special_tokens)
-            for text, encoding in zip(query.texts, encodings, strict=True)
+            _tokens(text, encoding, query["add_special_tokens"])
+            for text, encoding in zip(texts, encodings, strict=True)
         ]
         return 200, [], orjson.dumps(body)
 
@@ -332,7 +374,6 @@ class EmbeddingServer:
         return 200, [], b'{"status":"ok"}'
 
     async def info(self, request: Request) -> Response:
-        self.authorize(request)
         encoder = self.encoder
         body = {
             "model_id": self.name,
@@ -344,6 +385,8 @@ class EmbeddingServer:
             "dim": encoder.dim,
             "max_input_length": encoder.max_seq_length,
             "max_client_batch_size": self.settings.max_client_batch_size,
+            "max_input_chars": self.char_limit,
+            "auto_truncate": self.settings.auto_truncate,
             "max_batch_tokens": self.settings.max_batch_tokens,
             "max_concurrent_requests": self.settings.max_concurrent_requests,
             "limits": self.settings.public(),
@@ -353,13 +396,56 @@ class EmbeddingServer:
         return 200, [], orjson.dumps(body)
 
     async def models(self, request: Request) -> Response:
-        self.authorize(request)
         data = [{"id": self.name, "object": "model", "created": 0, "owned_by": "embedrt"}]
         return 200, [], orjson.dumps({"object": "list", "data": data})
 
     async def prometheus(self, request: Request) -> Response:
-        self.authorize(request)
         return 200, [(b"content-type", self.metrics.content_type.encode())], self.metrics.render()
+
+    async def openapi(self, request: Request) -> Response:
+        """This API as OpenAPI 3.1, written from the route table and the request schemas that parse bodies."""
+        return 200, [], self.openapi_body
+
+
+TRUNCATE_FIX = 'send "truncate": true to embed its first tokens, or shorten it'
+SIMILARITY_TRUNCATE_FIX = 'send "parameters": {"truncate": true} to embed its first tokens, or shorten it'
+OPENAI_TRUNCATE_FIX = "this server runs with --auto-truncate false: shorten it"
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """How a route embeds its texts, and how it names them in errors."""
+
+    normalize: bool
+    truncate: bool
+    direction: str
+    label: Callable[[int], str]
+    #: What a client refused for an over-long input should do.
+    fix: str
+
+
+@dataclass
+class Work:
+    """What one request computed and where its time went: TEI's timing headers and OpenAI's usage."""
+
+    characters: int = 0
+    tokens: int = 0
+    tokenization_s: float = 0.0
+    timing: Timing = field(default_factory=Timing)
+
+
+def _labels(name: str) -> Callable[[int], str]:
+    return lambda index: f"{name}[{index}]"
+
+
+def _similarity_label(index: int) -> str:
+    """/similarity embeds the source first, then the sentences: name each as the client sent it."""
+    return "inputs.source_sentence" if index == 0 else f"inputs.sentences[{index - 1}]"
+
+
+def _first(*values: bool | None) -> bool:
+    """The first value given: a request's own, else the server's default (the last)."""
+    return next(value for value in values if value is not None)
 
 
 def _tokens(text: str, encoding: Encoding, special_tokens: bool) -> list[dict[str, Any]]:

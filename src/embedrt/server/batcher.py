@@ -48,6 +48,14 @@ class DeadlineExceeded(EmbedrtError):
     """A request's deadline passed before the engine ran any of its texts."""
 
 
+@dataclass
+class Timing:
+    """Where one request's time went, for TEI's x-queue-time and x-inference-time headers (seconds, summed)."""
+
+    queue_s: float = 0.0
+    inference_s: float = 0.0
+
+
 @dataclass(eq=False)
 class _Job:
     """One request inside the batcher."""
@@ -62,6 +70,8 @@ class _Job:
     taken: int = 0  # rows handed to the engine (event-loop side)
     done: int = 0  # rows finished (worker side)
     started: bool = False  # worker side: first row has run
+    first_run: float = 0.0  # worker side: when the first row's run began
+    timing: Timing | None = None
 
     def __post_init__(self) -> None:
         self.lengths = [len(encoding.ids) for encoding in self.encodings]
@@ -125,11 +135,13 @@ class DynamicBatcher:
         self.metrics.tokenize_duration.observe(time.perf_counter() - started)
         return encodings
 
-    async def embed(self, encodings: list[Encoding], normalize: bool, deadline: float | None = None) -> np.ndarray:
+    async def embed(
+        self, encodings: list[Encoding], normalize: bool, deadline: float | None = None, timing: Timing | None = None
+    ) -> np.ndarray:
         """Float32 ``(len(encodings), dim)`` embeddings, in order, once the engine has run them.
 
         ``deadline`` (``time.monotonic()``): if it passes before the first of these texts runs, raise
-        :class:`DeadlineExceeded` and run none of them.
+        :class:`DeadlineExceeded` and run none of them. ``timing`` gets the time queued and in the engine added.
         """
         if self._task is None:
             raise BackendError("the batcher is not started; call start() inside the event loop first")
@@ -143,6 +155,7 @@ class DynamicBatcher:
             arrived=time.monotonic(),
             output=np.empty((len(encodings), self.encoder.dim), dtype=np.float32),
             deadline=deadline,
+            timing=timing,
         )
         if not job.encodings:
             return job.output
@@ -272,6 +285,7 @@ class DynamicBatcher:
             for job, _ in picked:
                 if not job.started:
                     job.started = True
+                    job.first_run = now
                     self.metrics.queue_duration.observe(now - job.arrived)
             try:
                 vectors = self.encoder.run_batch(batch, normalize=False)
@@ -290,6 +304,9 @@ class DynamicBatcher:
                 job.output[index] = vector
                 job.done += 1
                 if job.done == len(job.lengths):
+                    if job.timing is not None:
+                        job.timing.queue_s += job.first_run - job.arrived
+                        job.timing.inference_s += time.monotonic() - job.first_run
                     result = l2_normalize(job.output).astype(np.float32, copy=False) if job.normalize else job.output
                     loop.call_soon_threadsafe(_resolve, job.future, result)
 

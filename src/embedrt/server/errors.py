@@ -1,9 +1,11 @@
 """Every HTTP error of the server, and the one table that maps each kind to a status code.
 
-Like text-embeddings-inference: validation 422, too large 413, unauthorised 401, overloaded 429,
-not ready 503, deadline passed 504, engine failure 500. Routes raise :class:`ServerError` (or let an
-embedrt error escape); :func:`render_error` renders it as OpenAI's ``{"error": {...}}`` under ``/v1``
-and as TEI's ``{"error", "error_type"}`` elsewhere.
+As text-embeddings-inference's router gives them (``router/src/http/server.rs``): validation 422 (a
+wrong field, too many inputs, an over-long input without truncation), empty 400 (no inputs, an empty
+string), a body over the payload limit 413, unauthorised 401, overloaded 429, not ready 503; and
+embedrt's own: deadline passed 504, engine failure 500. Routes raise :class:`ServerError` (or let an
+embedrt error escape); :func:`render_error` renders it as OpenAI's ``{"error": {...}}`` on the OpenAI
+routes and as TEI's ``{"error", "error_type"}`` elsewhere.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from enum import Enum
 import orjson
 
 from embedrt.errors import BackendError, EmbedrtError, InputError
+from embedrt.server.routes import Dialect, dialect
 
 
 class ErrorKind(str, Enum):
     """Why a request failed; the value is the ``reason`` label of the failure metric."""
 
     VALIDATION = "validation"
+    EMPTY = "empty"
     TOO_LARGE = "too_large"
     UNAUTHORIZED = "unauthorized"
     OVERLOADED = "overloaded"
@@ -32,6 +36,7 @@ class ErrorKind(str, Enum):
 #: The one mapping from error kind to (HTTP status, OpenAI error type, TEI error type).
 STATUS: dict[ErrorKind, tuple[int, str, str]] = {
     ErrorKind.VALIDATION: (422, "invalid_request_error", "Validation"),
+    ErrorKind.EMPTY: (400, "invalid_request_error", "Empty"),
     ErrorKind.TOO_LARGE: (413, "invalid_request_error", "Validation"),
     ErrorKind.UNAUTHORIZED: (401, "authentication_error", "Unauthorized"),
     ErrorKind.OVERLOADED: (429, "rate_limit_error", "Overloaded"),
@@ -78,7 +83,7 @@ def classify(err: BaseException) -> tuple[ErrorKind, str, str | None]:
 def render_error(kind: ErrorKind, message: str, path: str, param: str | None = None) -> tuple[int, list, bytes]:
     """Status, extra headers and JSON body for ``kind``, in the dialect of the endpoint at ``path``."""
     status, openai_type, tei_type = STATUS[kind]
-    if path.startswith("/v1/"):
+    if dialect(path) is Dialect.OPENAI:
         body: dict = {"error": {"message": message, "type": openai_type, "param": param, "code": kind.value}}
     else:
         body = {"error": message, "error_type": tei_type}

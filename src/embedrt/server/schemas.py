@@ -1,9 +1,11 @@
-"""The wire dialects: OpenAI ``/v1/embeddings``, TEI ``/embed``, ``/similarity`` and ``/tokenize``.
+"""The wire dialects, declared once: each request body is a table of fields that both parses a body
+and writes its JSON Schema for ``/openapi.json``, so the document cannot drift from what the server takes.
 
 Bodies are parsed with orjson, which cannot be driven into recursion (it refuses nesting deeper than
-1,024) or into Python's integer digit limit, and refuses invalid UTF-8 and lone surrogates. Parsing is
-done by hand rather than by pydantic models so every refusal names its field in words a client can act
-on, and limits (texts per request, characters per text) are checked before any work.
+1,024) or into Python's integer digit limit, and refuses invalid UTF-8 and lone surrogates. Each
+field kind checks its value by hand, so every refusal names its field in words a client can act on,
+and limits (texts per request) are checked before any work. Status codes follow TEI's router: a
+wrong value or too many inputs 422, no input or an empty string 400.
 """
 
 from __future__ import annotations
@@ -11,53 +13,47 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
 
 from embedrt.server.errors import ErrorKind, ServerError
-from embedrt.server.settings import ServerSettings
 
-ENCODING_FORMATS = ("float", "base64")
+ENCODING_FORMATS = {"float": "float", "base64": "base64"}
 TRUNCATION_DIRECTIONS = {"right": "right", "Right": "right", "left": "left", "Left": "left"}
+#: TEI's bound on characters per input: 250 x the model's max_input_length (``MAX_CHAR_MULTIPLIER``).
+CHARS_PER_TOKEN = 250
 #: UTF-16 surrogate code points: a str holding one cannot be encoded as UTF-8.
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: What to tell a client that sent token ids (langchain's OpenAIEmbeddings does by default).
+TOKEN_IDS_FIX = (
+    "this server takes text and tokenizes it with the model's own tokenizer, token ids from another "
+    "tokenizer would embed the wrong words: send strings (langchain's OpenAIEmbeddings: pass "
+    "check_embedding_ctx_length=False)"
+)
 
 
 @dataclass(frozen=True)
-class OpenAIRequest:
-    texts: list[str]
-    encoding_format: str
-    model: str | None
+class Limits:
+    """What one route of this server takes: the model's size and texts per request."""
 
-
-@dataclass(frozen=True)
-class TEIRequest:
-    texts: list[str]
-    normalize: bool
-    truncate: bool
-    direction: str
-
-
-@dataclass(frozen=True)
-class SimilarityRequest:
-    source: str
-    sentences: list[str]
-    truncate: bool
-    direction: str
-
-
-@dataclass(frozen=True)
-class TokenizeRequest:
-    texts: list[str]
-    add_special_tokens: bool
-    single: bool
+    dim: int
+    #: Texts per request (None: no limit but the payload's).
+    max_items: int | None
+    #: The flag that sets ``max_items``, for messages.
+    items_flag: str = "--max-client-batch-size"
 
 
 def _invalid(message: str, param: str) -> ServerError:
     return ServerError(ErrorKind.VALIDATION, message, param)
+
+
+def _top(where: str) -> str:
+    """The top-level field of a path such as ``inputs.sentences[2]``."""
+    return re.split(r"[.\[]", where, maxsplit=1)[0]
 
 
 def _show(value: Any) -> str:
@@ -67,6 +63,304 @@ def _show(value: Any) -> str:
     except TypeError:
         text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", list: "an array", dict: "an object"}.get(
+        type(value), "a string"
+    )
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        return {**schema, "type": [kind, "null"]}
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+# ------------------------------------------------------------------------------------------ field kinds
+class Kind(Protocol):
+    """How one field's value is checked, and its JSON Schema. ``None`` (absent or null) never reaches parse."""
+
+    @property
+    def expects(self) -> str: ...
+
+    def parse(self, value: Any, where: str, limits: Limits) -> Any: ...
+
+    def schema(self, limits: Limits) -> dict[str, Any]: ...
+
+
+def _text(value: Any, where: str) -> str:
+    """One input text: a non-empty string UTF-8 can encode."""
+    if not isinstance(value, str):
+        hint = f"; {TOKEN_IDS_FIX}" if isinstance(value, (int, list)) and not isinstance(value, bool) else ""
+        raise _invalid(f"'{where}' is {_json_type(value)}, expected a string{hint}", _top(where))
+    if not value:
+        raise ServerError(
+            ErrorKind.EMPTY, f"'{where}' is an empty string; send text (OpenAI and TEI refuse it too)", _top(where)
+        )
+    found = _SURROGATE.search(value)
+    if found:
+        raise _invalid(
+            f"'{where}' is not valid Unicode: character {found.start()} is a lone surrogate "
+            f"({found.group()!r}), which UTF-8 cannot encode; fix the text's decoding",
+            _top(where),
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Text:
+    expects = "a string"
+
+    def parse(self, value: Any, where: str, limits: Limits) -> str:
+        return _text(value, where)
+
+    def schema(self, limits: Limits) -> dict[str, Any]:
+        return {"type": "string", "minLength": 1}
+
+
+@dataclass(frozen=True)
+class Texts:
+    """Input texts: a list of strings (or one string, when ``single``), within the route's count."""
+
+    single: bool = True
+    #: Texts the route adds to the count (``/similarity``'s source sentence).
+    reserve: int = 0
+
+    @property
+    def expects(self) -> str:
+        return "a string or a list of strings" if self.single else "a list of strings"
+
+    def parse(self, value: Any, where: str, limits: Limits) -> list[str]:
+        if isinstance(value, str) and self.single:
+            return [_text(value, f"{where}[0]")]
+        if not isinstance(value, list):
+            raise _invalid(f"'{where}' must be {self.expects}, got {_json_type(value)}", _top(where))
+        if not value:
+            raise ServerError(ErrorKind.EMPTY, f"'{where}' is an empty list; send at least one string", _top(where))
+        if all(isinstance(item, int) and not isinstance(item, bool) for item in value) or all(
+            isinstance(item, list) for item in value
+        ):
+            raise _invalid(f"'{where}' holds token ids, not text: {TOKEN_IDS_FIX}", _top(where))
+        count = len(value) + self.reserve
+        if limits.max_items is not None and count > limits.max_items:
+            raise _invalid(
+                f"'{where}' has {len(value)} items: batch size {count} > maximum allowed batch size "
+                f"{limits.max_items} ({limits.items_flag}); split the request",
+                _top(where),
+            )
+        return [_text(item, f"{where}[{index}]") for index, item in enumerate(value)]
+
+    def schema(self, limits: Limits) -> dict[str, Any]:
+        items: dict[str, Any] = {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}
+        if limits.max_items is not None:
+            items["maxItems"] = limits.max_items - self.reserve
+        return {"oneOf": [{"type": "string", "minLength": 1}, items]} if self.single else items
+
+
+@dataclass(frozen=True)
+class Flag:
+    expects = "true or false"
+
+    def parse(self, value: Any, where: str, limits: Limits) -> bool:
+        if not isinstance(value, bool):
+            raise _invalid(f"'{where}' must be true or false, got {_show(value)}", _top(where))
+        return value
+
+    def schema(self, limits: Limits) -> dict[str, Any]:
+        return {"type": "boolean"}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a few strings; ``options`` maps each accepted spelling to the value routes see."""
+
+    options: Mapping[str, str]
+    shown: str
+
+    @property
+    def expects(self) -> str:
+        return self.shown
+
+    def parse(self, value: Any, where: str, limits: Limits) -> str:
+        if not isinstance(value, str) or value not in self.options:
+            raise _invalid(f"'{where}' must be {self.shown}, got {_show(value)}", _top(where))
+        return self.options[value]
+
+    def schema(self, limits: Limits) -> dict[str, Any]:
+        return {"type": "string", "enum": list(self.options)}
+
+
+@dataclass(frozen=True)
+class Name:
+    expects = "a string"
+
+    def parse(self, value: Any, where: str, limits: Limits) -> str:
+        if not isinstance(value, str):
+            raise _invalid(f"'{where}' must be a string, got {_json_type(value)}", _top(where))
+        return value
+
+    def schema(self, limits: Limits) -> dict[str, Any]:
+        return {"type": "string"}
+
+
+@dataclass(frozen=True)
+class Dimensions:
+    """OpenAI's and TEI's ``dimensions``: only the model's own size, as the model is not Matryoshka-trained."""
+
+    expects = "a whole number"
+
+    def parse(self, value: Any, where: str, limits: Limits) -> int:
+        if type(value) is not int or value != limits.dim:
+            raise _invalid(
+                f"'{where}' must be {limits.dim} or left out, got {_show(value)}: this model is not "
+                f"Matryoshka-trained, so its vectors cannot be shortened; it gives {limits.dim} dimensions",
+                _top(where),
+            )
+        return value
+
+    def schema(self, limits: Limits) -> dict[str, Any]:
+        return {"type": "integer", "enum": [limits.dim]}
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A field of the dialect this server does not support: refused when set, never silently ignored."""
+
+    why: str
+    expects = "null"
+
+    def parse(self, value: Any, where: str, limits: Limits) -> Any:
+        raise _invalid(f"'{where}' is not supported: {self.why}", _top(where))
+
+    def schema(self, limits: Limits) -> dict[str, Any]:
+        return {"type": "null"}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One member of a request body; ``default`` is what an absent or null value means."""
+
+    name: str
+    kind: Kind
+    required: bool = False
+    default: Any = None
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Body:
+    """A JSON object of :class:`Field`\\ s; unknown members are ignored, as OpenAI's and TEI's servers do."""
+
+    name: str
+    fields: tuple[Field, ...]
+    doc: str = ""
+    expects = "an object"
+
+    def parse(self, value: Any, where: str, limits: Limits) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            names = " and ".join(f"'{field.name}'" for field in self.fields if field.required)
+            raise _invalid(f"'{where}' must be an object with {names}, got {_json_type(value)}", _top(where))
+        parsed = {}
+        for field in self.fields:
+            path = f"{where}.{field.name}" if where else field.name
+            given = value.get(field.name)
+            if given is None:
+                if field.required:
+                    raise _invalid(f"'{path}' is required: {field.kind.expects}", _top(path))
+                parsed[field.name] = field.default
+            else:
+                parsed[field.name] = field.kind.parse(given, path, limits)
+        return parsed
+
+    def schema(self, limits: Limits) -> dict[str, Any]:
+        properties = {}
+        for field in self.fields:
+            schema = field.kind.schema(limits)
+            if not field.required and not isinstance(field.kind, Refused):
+                schema = _nullable(schema)
+            if field.default is not None:
+                schema["default"] = field.default
+            if field.doc:
+                schema["description"] = field.doc
+            properties[field.name] = schema
+        required = [field.name for field in self.fields if field.required]
+        return {"type": "object", "properties": properties, "required": required, "description": self.doc}
+
+    def read(self, body: dict[str, Any], limits: Limits) -> dict[str, Any]:
+        """The request body's fields, checked, with defaults for what it leaves out."""
+        return self.parse(body, "", limits)
+
+
+# ------------------------------------------------------------------------------------------ the requests
+_TRUNCATE = Field(
+    "truncate", Flag(), doc="cut inputs longer than the model takes instead of refusing them (default: --auto-truncate)"
+)
+_DIRECTION = Field(
+    "truncation_direction",
+    Choice(TRUNCATION_DIRECTIONS, "'Right' or 'Left'"),
+    default="right",
+    doc="Right keeps an over-long input's start, Left its end",
+)
+_PROMPT = Field("prompt_name", Refused("put the prompt into the text"), doc="not supported: put the prompt in the text")
+_DIMENSIONS = Field("dimensions", Dimensions(), doc="the model's own size only: it is not Matryoshka-trained")
+
+OPENAI = Body(
+    "OpenAIRequest",
+    (
+        Field("input", Texts(), required=True, doc="the texts; token-id arrays are refused"),
+        Field("model", Name(), doc="ignored: this server serves one model"),
+        Field("encoding_format", Choice(ENCODING_FORMATS, "'float' or 'base64'"), default="float"),
+        _DIMENSIONS,
+        Field("user", Name(), doc="ignored"),
+    ),
+    "OpenAI's embeddings request; vectors come back unit length, inputs truncated as --auto-truncate says",
+)
+EMBED = Body(
+    "EmbedRequest",
+    (
+        Field("inputs", Texts(), required=True),
+        Field("normalize", Flag(), default=True),
+        _TRUNCATE,
+        _DIRECTION,
+        _DIMENSIONS,
+        _PROMPT,
+    ),
+    "TEI's embed request",
+)
+#: /similarity reads truncation from ``parameters`` (TEI) or, as embedrt did before, from the top level.
+_SIMILARITY_DIRECTION = Field("truncation_direction", _DIRECTION.kind, doc="Right (default) or Left")
+_PARAMETERS = Body("SimilarityParameters", (_TRUNCATE, _SIMILARITY_DIRECTION, _PROMPT))
+SIMILARITY = Body(
+    "SimilarityRequest",
+    (
+        Field(
+            "inputs",
+            Body(
+                "SimilarityInput",
+                (
+                    Field("source_sentence", Text(), required=True),
+                    Field("sentences", Texts(single=False, reserve=1), required=True),
+                ),
+            ),
+            required=True,
+        ),
+        Field("parameters", _PARAMETERS, doc="truncate, truncation_direction"),
+        Field("truncate", Flag(), doc="embedrt's earlier place for parameters.truncate, which wins"),
+        Field("truncation_direction", _DIRECTION.kind, doc="the same for parameters.truncation_direction"),
+    ),
+    "TEI's similarity request",
+)
+TOKENIZE = Body(
+    "TokenizeRequest",
+    (Field("inputs", Texts(), required=True), Field("add_special_tokens", Flag(), default=True), _PROMPT),
+    "TEI's tokenize request",
+)
+#: Every request body by the name :data:`embedrt.server.routes.ROUTES` gives it.
+REQUESTS: dict[str, Body] = {"openai": OPENAI, "embed": EMBED, "similarity": SIMILARITY, "tokenize": TOKENIZE}
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -88,127 +382,31 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _text(value: Any, where: str, field: str, settings: ServerSettings) -> str:
-    if not isinstance(value, str):
-        hint = "; token-id arrays are not supported, send the text" if isinstance(value, (int, list)) else ""
-        raise _invalid(f"'{where}' is {_json_type(value)}, expected a string{hint}", field)
-    if len(value) > settings.max_input_chars:
-        raise ServerError(
-            ErrorKind.TOO_LARGE,
-            f"'{where}' has {len(value)} characters; the limit is {settings.max_input_chars} "
-            "(--max-input-chars): shorten or split it",
-            field,
-        )
-    found = _SURROGATE.search(value)
-    if found:
-        raise _invalid(
-            f"'{where}' is not valid Unicode: character {found.start()} is a lone surrogate "
-            f"({found.group()!r}), which UTF-8 cannot encode; fix the text's decoding",
-            field,
-        )
-    return value
+def fit(
+    texts: list[str], truncate: bool, direction: str, limit: int, label: Callable[[int], str], fix: str
+) -> list[str]:
+    """Texts within ``limit`` characters: cut to it when truncating (bounded tokenizer work), else a 422.
+
+    As TEI: with truncation an over-long text is cut (its start kept, or its end for ``left``) before
+    tokenizing, never refused; without, it is refused, naming the input and ``fix``.
+    """
+    fitted = texts
+    for index, text in enumerate(texts):
+        if len(text) <= limit:
+            continue
+        if not truncate:
+            raise _invalid(
+                f"'{label(index)}' has {len(text)} characters, more than the {limit} this server takes without "
+                f"truncation (--max-input-chars); {fix}",
+                _top(label(index)),
+            )
+        if fitted is texts:
+            fitted = list(texts)
+        fitted[index] = text[:limit] if direction == "right" else text[-limit:]
+    return fitted
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {bool: "a boolean", int: "a number", float: "a number", list: "an array", dict: "an object"}.get(
-        type(value), "a string"
-    )
-
-
-def _texts(value: Any, field: str, settings: ServerSettings) -> list[str]:
-    """A string or a non-empty list of strings, within the request limits."""
-    if value is None:
-        raise _invalid(f"'{field}' is required: a string or a list of strings", field)
-    texts = [value] if isinstance(value, str) else value
-    if not isinstance(texts, list):
-        raise _invalid(f"'{field}' must be a string or a list of strings, got {_json_type(value)}", field)
-    if not texts:
-        raise _invalid(f"'{field}' is an empty list; send at least one string", field)
-    if len(texts) > settings.max_client_batch_size and not settings.split_client_batches:
-        raise ServerError(
-            ErrorKind.TOO_LARGE,
-            f"'{field}' has {len(texts)} items; this server takes at most {settings.max_client_batch_size} per "
-            "request (--max-client-batch-size): split the request",
-            field,
-        )
-    return [_text(text, f"{field}[{index}]", field, settings) for index, text in enumerate(texts)]
-
-
-def _bool(body: dict[str, Any], field: str, default: bool) -> bool:
-    value = body.get(field)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise _invalid(f"'{field}' must be true or false, got {_show(value)}", field)
-    return value
-
-
-def _direction(body: dict[str, Any]) -> str:
-    value = body.get("truncation_direction")
-    if value is None:
-        return "right"
-    if not isinstance(value, str) or value not in TRUNCATION_DIRECTIONS:
-        raise _invalid(f"'truncation_direction' must be 'Right' or 'Left', got {_show(value)}", "truncation_direction")
-    return TRUNCATION_DIRECTIONS[value]
-
-
-def _no_prompt(body: dict[str, Any]) -> None:
-    if body.get("prompt_name") is not None:
-        raise _invalid("'prompt_name' is not supported: put the prompt into the text", "prompt_name")
-
-
-def parse_openai(body: dict[str, Any], settings: ServerSettings, dim: int) -> OpenAIRequest:
-    """Validate an OpenAI embeddings request (``input``, ``model``, ``encoding_format``, ``dimensions``)."""
-    texts = _texts(body.get("input"), "input", settings)
-    encoding_format = body.get("encoding_format") or "float"
-    if encoding_format not in ENCODING_FORMATS:
-        raise _invalid(
-            f"'encoding_format' must be 'float' or 'base64', got {_show(encoding_format)}", "encoding_format"
-        )
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise _invalid(f"'model' must be a string, got {_json_type(model)}", "model")
-    dimensions = body.get("dimensions")
-    if dimensions is not None and (type(dimensions) is not int or dimensions != dim):
-        raise _invalid(
-            f"'dimensions' must be {dim} (this model's size) or omitted, got {_show(dimensions)}", "dimensions"
-        )
-    return OpenAIRequest(texts, encoding_format, model)
-
-
-def parse_tei(body: dict[str, Any], settings: ServerSettings) -> TEIRequest:
-    """Validate a TEI ``/embed`` request (``inputs``, ``normalize`` default true, ``truncate`` default false)."""
-    texts = _texts(body.get("inputs"), "inputs", settings)
-    _no_prompt(body)
-    return TEIRequest(texts, _bool(body, "normalize", True), _bool(body, "truncate", False), _direction(body))
-
-
-def parse_similarity(body: dict[str, Any], settings: ServerSettings) -> SimilarityRequest:
-    """Validate TEI's ``/similarity``: ``{"inputs": {"source_sentence": str, "sentences": [str, ...]}}``."""
-    inputs = body.get("inputs")
-    if not isinstance(inputs, dict):
-        raise _invalid(
-            f"'inputs' must be an object with 'source_sentence' and 'sentences', got {_json_type(inputs)}", "inputs"
-        )
-    source = _text(inputs.get("source_sentence"), "inputs.source_sentence", "inputs", settings)
-    sentences = inputs.get("sentences")
-    if not isinstance(sentences, list):
-        raise _invalid(f"'inputs.sentences' must be a list of strings, got {_json_type(sentences)}", "inputs")
-    checked = _texts(sentences, "inputs.sentences", settings)
-    _no_prompt(body)
-    return SimilarityRequest(source, checked, _bool(body, "truncate", False), _direction(body))
-
-
-def parse_tokenize(body: dict[str, Any], settings: ServerSettings) -> TokenizeRequest:
-    """Validate TEI's ``/tokenize``: ``inputs`` (a string or list), ``add_special_tokens`` default true."""
-    inputs = body.get("inputs")
-    texts = _texts(inputs, "inputs", settings)
-    _no_prompt(body)
-    return TokenizeRequest(texts, _bool(body, "add_special_tokens", True), isinstance(inputs, str))
-
-
+# ------------------------------------------------------------------------------------------ responses
 def openai_body(vectors: np.ndarray, encoding_format: str, model: str, tokens: int) -> bytes:
     """The OpenAI ``list`` response; base64 is little-endian float32, as the official client decodes it.
 
@@ -227,3 +425,79 @@ def openai_body(vectors: np.ndarray, encoding_format: str, model: str, tokens: i
 def tei_body(vectors: np.ndarray) -> bytes:
     """TEI's response: a JSON list of vectors, one per input, in order."""
     return orjson.dumps(vectors, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+_VECTOR = {"type": "array", "items": {"type": "number"}}
+_TOKEN = {
+    "type": "object",
+    "required": ["id", "text", "special", "start", "stop"],
+    "properties": {
+        "id": {"type": "integer"},
+        "text": {"type": "string"},
+        "special": {"type": "boolean"},
+        "start": {"type": ["integer", "null"]},
+        "stop": {"type": ["integer", "null"]},
+    },
+}
+#: JSON Schemas of the 200 bodies, by the name :data:`embedrt.server.routes.ROUTES` gives them.
+RESPONSES: dict[str, dict[str, Any]] = {
+    "openai": {
+        "type": "object",
+        "required": ["object", "data", "model", "usage"],
+        "properties": {
+            "object": {"const": "list"},
+            "data": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["object", "index", "embedding"],
+                    "properties": {
+                        "object": {"const": "embedding"},
+                        "index": {"type": "integer"},
+                        "embedding": {"oneOf": [_VECTOR, {"type": "string", "contentEncoding": "base64"}]},
+                    },
+                },
+            },
+            "model": {"type": "string"},
+            "usage": {
+                "type": "object",
+                "required": ["prompt_tokens", "total_tokens"],
+                "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}},
+            },
+        },
+    },
+    "embed": {"type": "array", "items": _VECTOR},
+    "similarity": {"type": "array", "items": {"type": "number"}},
+    "tokenize": {"type": "array", "items": {"type": "array", "items": _TOKEN}},
+    "health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
+    "info": {"type": "object", "required": ["model_id", "dim", "max_input_length"]},
+    "models": {
+        "type": "object",
+        "required": ["object", "data"],
+        "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": {"type": "object"}}},
+    },
+    "metrics": {"type": "string"},
+    "object": {"type": "object"},
+}
+#: Error bodies: TEI's and, on the OpenAI routes, OpenAI's.
+TEI_ERROR = {
+    "type": "object",
+    "required": ["error", "error_type"],
+    "properties": {"error": {"type": "string"}, "error_type": {"type": "string"}},
+}
+OPENAI_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}

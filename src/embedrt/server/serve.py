@@ -127,7 +127,7 @@ def serve(settings: ServerSettings) -> int:
         loop="auto",  # uvloop where it is installed
         ws="none",
         lifespan="on",
-        access_log=False,
+        access_log=settings.access_log,
         log_level="info",
         timeout_graceful_shutdown=round(settings.graceful_timeout_s),
         server_header=False,

@@ -63,10 +63,19 @@ class ServerSettings:
     max_wait_ms: int = 2
     #: Embedding requests in flight at once; one more gets 429 with Retry-After.
     max_concurrent_requests: int = 512
-    #: Texts per request.
+    #: Texts per request on TEI's routes (/embed, /similarity, /tokenize), as TEI's --max-client-batch-size.
     max_client_batch_size: int = 256
-    #: Characters per text.
-    max_input_chars: int = 8192
+    #: Texts per request on the OpenAI routes (OpenAI takes 2,048), embedded in pieces of max_client_batch_size.
+    max_openai_batch_size: int = 2048
+    #: Characters per text (None: 250 x the model's max_seq_length, TEI's rule). Without truncation a longer
+    #: text is refused; with it, the text is cut to this many characters before tokenizing.
+    max_input_chars: int | None = None
+    #: Truncate over-long inputs of requests that leave ``truncate`` out, on every route (TEI's --auto-truncate).
+    auto_truncate: bool = True
+    #: The model id clients see in ``model`` and ``/info`` (None: the hub id the bundle came from, else its folder).
+    served_model_name: str | None = None
+    #: Log one line a request (uvicorn's access log).
+    access_log: bool = False
     threads: int | None = None
     #: Requests merged into one engine cycle (None: no limit). 1 with max_wait_ms 0 turns batching off.
     max_batch_requests: int | None = None
@@ -101,7 +110,9 @@ class ServerSettings:
             "max_wait_ms": self.max_wait_ms,
             "max_concurrent_requests": self.max_concurrent_requests,
             "max_client_batch_size": self.max_client_batch_size,
+            "max_openai_batch_size": self.max_openai_batch_size,
             "max_input_chars": self.max_input_chars,
+            "auto_truncate": self.auto_truncate,
             "max_batch_requests": self.max_batch_requests,
             "split_client_batches": self.split_client_batches,
             "batch_invariant": self.batch_invariant,
@@ -124,8 +135,24 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_batch_tokens", whole_number(1), "padded tokens per engine run"),
     Option("max_wait_ms", whole_number(0, 60_000), "longest a request waits for batch-mates"),
     Option("max_concurrent_requests", whole_number(1), "embedding requests in flight; beyond it: 429"),
-    Option("max_client_batch_size", whole_number(1), "texts per request; beyond it: 413"),
-    Option("max_input_chars", whole_number(1), "characters per text; beyond it: 413"),
+    Option(
+        "served_model_name", nonempty, "the model id clients see in 'model' and /info (default: the bundle's)", "NAME"
+    ),  # fmt: skip
+    Option("max_client_batch_size", whole_number(1), "texts per request on TEI's routes; beyond it: 422"),
+    Option(
+        "max_openai_batch_size", whole_number(1), "texts per request on the OpenAI routes (as OpenAI); beyond it: 422"
+    ),
+    Option(
+        "auto_truncate",
+        boolean,
+        "cut over-long inputs of requests that leave 'truncate' out, on every route (false: refuse them, 422)",
+        "BOOL",
+    ),
+    Option(
+        "max_input_chars",
+        whole_number(1),
+        "characters per text (default: 250 x the model's max tokens): cut before tokenizing when truncating, else 422",
+    ),
     THREADS,
     Option(
         "max_batch_requests", whole_number(1), "requests merged per engine cycle (default: no limit; 1 = no batching)"
@@ -152,6 +179,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("payload_limit", whole_number(1), "bytes per request body, however sent; beyond it: 413", "BYTES"),
     Option("read_timeout_s", seconds, "seconds to send a request head, and again its body; then 408", "S"),
     Option("max_connections", whole_number(1), "open connections; beyond it: 503 and closed"),
+    Option("access_log", boolean, "log one line a request (method, path, status)", "BOOL"),
 )
 
 
