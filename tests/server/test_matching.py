@@ -106,7 +106,7 @@ def test_a_request_over_the_batch_limit_is_split_when_asked(splitting_server, fp
     info = httpx.get(splitting_server.url + "/info", timeout=30).json()
     assert info["limits"]["split_client_batches"] is True and info["cache"] is None
     refused = post(fp32_server, "/embed", {"inputs": ["a"] * 17}, auth)  # the main server refuses instead
-    assert refused.status_code == 413
+    assert refused.status_code == 422
 
 
 def test_the_log_names_the_threads_and_limits(splitting_server):

@@ -12,9 +12,9 @@ import pytest
 
 from tests.helpers import API_KEY, TEST_TEXTS
 
-TEXTS = [text for text in TEST_TEXTS if len(text) <= 1000][:16]
+TEXTS = [text for text in TEST_TEXTS if text and len(text) <= 1000][:16]  # OpenAI and TEI refuse ""
 LONG = "这是一个非常长的句子，" * 40  # 440 characters: over the tiny model's 64 tokens
-SHORT = [text for text in TEXTS if text != LONG]  # TEI refuses over-long inputs unless truncate=true
+SHORT = [text for text in TEXTS if text != LONG]
 
 
 def client(server, **kwargs) -> openai.OpenAI:
@@ -25,7 +25,8 @@ def client(server, **kwargs) -> openai.OpenAI:
 def test_openai_client_default_base64_equals_offline(fp32_server, offline):
     response = client(fp32_server).embeddings.create(input=TEXTS, model="anything")
     got = np.array([item.embedding for item in response.data], dtype=np.float32)
-    np.testing.assert_allclose(got, offline.encode(TEXTS), atol=1e-5)
+    np.testing.assert_allclose(got, offline.encode(TEXTS, normalize=True), atol=1e-5)  # unit length, as OpenAI
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
     assert [item.index for item in response.data] == list(range(len(TEXTS)))
     tokens = sum(len(encoding.ids) for encoding in offline.tokenize(TEXTS))
     assert response.usage.prompt_tokens == tokens == response.usage.total_tokens
@@ -35,14 +36,14 @@ def test_openai_client_default_base64_equals_offline(fp32_server, offline):
 def test_openai_client_float_and_single_string(fp32_server, offline):
     response = client(fp32_server).embeddings.create(input="花呗怎么还款", model="m", encoding_format="float")
     assert len(response.data) == 1
-    np.testing.assert_allclose(response.data[0].embedding, offline.encode("花呗怎么还款"), atol=1e-5)
+    np.testing.assert_allclose(response.data[0].embedding, offline.encode("花呗怎么还款", normalize=True), atol=1e-5)
 
 
 def test_raw_base64_is_little_endian_float32(fp32_server, offline, auth):
-    body = {"input": ["今天天气不错！", ""], "model": "m", "encoding_format": "base64"}
+    body = {"input": ["今天天气不错！", "   "], "model": "m", "encoding_format": "base64"}
     data = httpx.post(fp32_server.url + "/v1/embeddings", json=body, headers=auth, timeout=30).json()
     got = np.stack([np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4") for item in data["data"]])
-    np.testing.assert_allclose(got, offline.encode(["今天天气不错！", ""]), atol=1e-5)
+    np.testing.assert_allclose(got, offline.encode(["今天天气不错！", "   "], normalize=True), atol=1e-5)
     assert data["data"][0]["object"] == "embedding"
 
 
@@ -51,9 +52,12 @@ def test_openai_client_errors_are_typed(fp32_server):
         openai.OpenAI(base_url=fp32_server.url + "/v1", api_key="wrong", max_retries=0).embeddings.create(
             input="x", model="m"
         )
-    with pytest.raises(openai.APIStatusError) as caught:
-        client(fp32_server).embeddings.create(input=["x"] * 17, model="m")
-    assert caught.value.status_code == 413 and "max-client-batch-size" in caught.value.message
+    with pytest.raises(openai.UnprocessableEntityError) as caught:  # OpenAI takes 2,048 inputs, TEI's routes fewer
+        client(fp32_server).embeddings.create(input=["x"] * 2049, model="m")
+    assert "2048" in caught.value.message and "max-openai-batch-size" in caught.value.message
+    with pytest.raises(openai.BadRequestError) as empty:
+        client(fp32_server).embeddings.create(input=["x", ""], model="m")
+    assert "'input[1]' is an empty string" in empty.value.message
 
 
 def test_models_lists_the_served_model(fp32_server):
@@ -73,12 +77,14 @@ def test_tei_embed_normalizes_by_default(fp32_server, offline, auth):
 
 
 def test_tei_truncate(fp32_server, offline, auth):
-    refused = httpx.post(fp32_server.url + "/embed", json={"inputs": ["短", LONG]}, headers=auth, timeout=30)
-    assert refused.status_code == 413
+    body = {"inputs": ["短", LONG], "truncate": False}
+    refused = httpx.post(fp32_server.url + "/embed", json=body, headers=auth, timeout=30)
+    assert refused.status_code == 422 and refused.json()["error_type"] == "Validation"  # as TEI
     assert "inputs[1]" in refused.json()["error"] and "truncate" in refused.json()["error"]
-    body = {"inputs": ["短", LONG], "truncate": True, "normalize": False}
-    got = httpx.post(fp32_server.url + "/embed", json=body, headers=auth, timeout=30).json()
-    np.testing.assert_allclose(np.array(got, dtype=np.float32), offline.encode(["短", LONG]), atol=1e-5)
+    for body in ({"inputs": ["短", LONG], "normalize": False}, {"inputs": ["短", LONG], "truncate": True}):
+        got = httpx.post(fp32_server.url + "/embed", json=body, headers=auth, timeout=30).json()  # --auto-truncate
+        expected = offline.encode(["短", LONG], normalize=body.get("normalize", True))
+        np.testing.assert_allclose(np.array(got, dtype=np.float32), expected, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------ errors
@@ -100,12 +106,13 @@ def test_wrong_or_missing_key_is_401(fp32_server, headers):
     [
         ("/v1/embeddings", {"model": "m"}, "input"),
         ("/v1/embeddings", {"input": 5}, "input"),
-        ("/v1/embeddings", {"input": [1, 2, 3]}, r"input\[0\]"),
+        ("/v1/embeddings", {"input": [1, 2, 3]}, r"token ids.*check_embedding_ctx_length=False"),
+        ("/v1/embeddings", {"input": [[1, 2], [3]]}, r"token ids.*check_embedding_ctx_length=False"),
         ("/v1/embeddings", {"input": ["a", None]}, r"input\[1\]"),
-        ("/v1/embeddings", {"input": []}, "input"),
         ("/v1/embeddings", {"input": "a", "encoding_format": "hex"}, "encoding_format"),
         ("/v1/embeddings", {"input": "a", "model": 3}, "model"),
-        ("/v1/embeddings", {"input": "a", "dimensions": 7}, "dimensions"),
+        ("/v1/embeddings", {"input": "a", "dimensions": 7}, "'dimensions' must be 32.*not Matryoshka-trained"),
+        ("/embed", {"inputs": "a", "dimensions": 64}, "'dimensions' must be 32.*not Matryoshka-trained"),
         ("/embed", {"inputs": {"a": 1}}, "inputs"),
         ("/embed", {"inputs": "a", "normalize": "yes"}, "normalize"),
         ("/embed", {"inputs": "a", "truncate": 1}, "truncate"),
@@ -130,12 +137,30 @@ def test_malformed_json_is_422(fp32_server, auth, path):
         assert "JSON" in response.text
 
 
-def test_limits_are_413(fp32_server, auth):
-    too_many = post(fp32_server, "/v1/embeddings", auth, json={"input": ["a"] * 17})
-    assert too_many.status_code == 413 and "16" in too_many.json()["error"]["message"]
-    too_long = post(fp32_server, "/embed", auth, json={"inputs": ["ok", "x" * 1001]})
-    assert too_long.status_code == 413 and "inputs[1]" in too_long.json()["error"]
+@pytest.mark.parametrize(
+    ("path", "body", "where"),
+    [
+        ("/v1/embeddings", {"input": []}, "'input' is an empty list"),
+        ("/embeddings", {"input": ["a", ""]}, "'input[1]' is an empty string"),
+        ("/embed", {"inputs": ""}, "'inputs[0]' is an empty string"),
+        ("/similarity", {"inputs": {"source_sentence": "a", "sentences": ["b", ""]}}, "'inputs.sentences[1]' is an"),
+        ("/similarity", {"inputs": {"source_sentence": "", "sentences": ["b"]}}, "'inputs.source_sentence' is an"),
+    ],
+)
+def test_empty_inputs_are_400_naming_the_input(fp32_server, auth, path, body, where):
+    response = post(fp32_server, path, auth, json=body)
+    assert response.status_code == 400, response.text
+    assert where in response.text
+
+
+def test_limits_as_tei(fp32_server, auth):
+    too_many = post(fp32_server, "/embed", auth, json={"inputs": ["a"] * 17})
+    assert too_many.status_code == 422 and "batch size 17 > maximum allowed batch size 16" in too_many.text
+    too_long = post(fp32_server, "/embed", auth, json={"inputs": ["ok", "x" * 1001], "truncate": False})
+    assert too_long.status_code == 422 and "inputs[1]" in too_long.json()["error"]
     assert "max-input-chars" in too_long.json()["error"]
+    cut = post(fp32_server, "/embed", auth, json={"inputs": ["ok", "x" * 100_000]})  # cut to 1,000, not refused
+    assert cut.status_code == 200, cut.text
     huge = post(fp32_server, "/embed", auth, content=b"[" + b" " * 2_000_000 + b"]")
     assert huge.status_code == 413
 

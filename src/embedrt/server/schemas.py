@@ -74,10 +74,14 @@ def _json_type(value: Any) -> str:
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` or null (an absent field's default), as OpenAI's and TEI's servers take it."""
     kind = schema.get("type")
-    if isinstance(kind, str):
-        return {**schema, "type": [kind, "null"]}
-    return {"anyOf": [schema, {"type": "null"}]}
+    if not isinstance(kind, str):
+        return {"anyOf": [schema, {"type": "null"}]}
+    nullable = {**schema, "type": [kind, "null"]}
+    if "enum" in schema:
+        nullable["enum"] = [*schema["enum"], None]
+    return nullable
 
 
 # ------------------------------------------------------------------------------------------ field kinds
