@@ -70,3 +70,18 @@ def test_batch_invariance_is_on_unless_turned_off():
 def test_bad_values_name_their_source(argv, env, message):
     with pytest.raises(InputError, match=message):
         resolve_settings(parse(*argv), environ=env)
+
+
+def test_tei_options_and_the_routes_in_help(capsys):
+    settings = resolve_settings(parse("b", "--served-model-name", "my-model", "--access-log"), environ={})
+    assert settings.served_model_name == "my-model" and settings.access_log is True
+    assert settings.auto_truncate is True and settings.max_openai_batch_size == 2048  # as TEI and OpenAI
+    assert settings.max_input_chars is None  # 250 x the model's max tokens, TEI's rule
+    assert resolve_settings(parse("b"), environ={"EMBEDRT_AUTO_TRUNCATE": "false"}).auto_truncate is False
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    shown = capsys.readouterr().out
+    from embedrt.server.routes import ROUTES
+
+    for route in ROUTES:
+        assert f"{route.method:<5}{route.path} " in shown, route
