@@ -17,7 +17,8 @@ from tests.helpers import API_KEY
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 EMBEDDING_ROUTES = ("/v1/embeddings", "/embed", "/similarity")
-ROUTES = (*EMBEDDING_ROUTES, "/tokenize", "/health", "/info", "/v1/models", "/metrics")
+ROUTES = (*EMBEDDING_ROUTES, "/embeddings", "/", "/invocations", "/tokenize", "/health", "/ping", "/info",
+          "/v1/models", "/metrics", "/openapi.json")  # fmt: skip
 
 
 def rss_mb(pid: int) -> float:

@@ -39,6 +39,7 @@ from embedrt.server.schemas import (
     openai_body,
     parse_json_object,
     tei_body,
+    top_field,
 )
 from embedrt.server.settings import ServerSettings
 
@@ -281,7 +282,7 @@ class EmbeddingServer:
                             ErrorKind.VALIDATION,
                             f"'{label}' is longer than this model's {self.encoder.max_seq_length} tokens "
                             f"(max_input_length); {how.fix}",
-                            label.split("[")[0].split(".")[0],
+                            top_field(label),
                         )
             work.tokens += sum(len(encoding.ids) for encoding in encodings)
             parts.append(await self.cached(encodings, how.normalize, deadline, work.timing))

@@ -51,7 +51,7 @@ def _invalid(message: str, param: str) -> ServerError:
     return ServerError(ErrorKind.VALIDATION, message, param)
 
 
-def _top(where: str) -> str:
+def top_field(where: str) -> str:
     """The top-level field of a path such as ``inputs.sentences[2]``."""
     return re.split(r"[.\[]", where, maxsplit=1)[0]
 
@@ -100,17 +100,17 @@ def _text(value: Any, where: str) -> str:
     """One input text: a non-empty string UTF-8 can encode."""
     if not isinstance(value, str):
         hint = f"; {TOKEN_IDS_FIX}" if isinstance(value, (int, list)) and not isinstance(value, bool) else ""
-        raise _invalid(f"'{where}' is {_json_type(value)}, expected a string{hint}", _top(where))
+        raise _invalid(f"'{where}' is {_json_type(value)}, expected a string{hint}", top_field(where))
     if not value:
         raise ServerError(
-            ErrorKind.EMPTY, f"'{where}' is an empty string; send text (OpenAI and TEI refuse it too)", _top(where)
+            ErrorKind.EMPTY, f"'{where}' is an empty string; send text (OpenAI and TEI refuse it too)", top_field(where)
         )
     found = _SURROGATE.search(value)
     if found:
         raise _invalid(
             f"'{where}' is not valid Unicode: character {found.start()} is a lone surrogate "
             f"({found.group()!r}), which UTF-8 cannot encode; fix the text's decoding",
-            _top(where),
+            top_field(where),
         )
     return value
 
@@ -142,19 +142,21 @@ class Texts:
         if isinstance(value, str) and self.single:
             return [_text(value, f"{where}[0]")]
         if not isinstance(value, list):
-            raise _invalid(f"'{where}' must be {self.expects}, got {_json_type(value)}", _top(where))
+            raise _invalid(f"'{where}' must be {self.expects}, got {_json_type(value)}", top_field(where))
         if not value:
-            raise ServerError(ErrorKind.EMPTY, f"'{where}' is an empty list; send at least one string", _top(where))
+            raise ServerError(
+                ErrorKind.EMPTY, f"'{where}' is an empty list; send at least one string", top_field(where)
+            )
         if all(isinstance(item, int) and not isinstance(item, bool) for item in value) or all(
             isinstance(item, list) for item in value
         ):
-            raise _invalid(f"'{where}' holds token ids, not text: {TOKEN_IDS_FIX}", _top(where))
+            raise _invalid(f"'{where}' holds token ids, not text: {TOKEN_IDS_FIX}", top_field(where))
         count = len(value) + self.reserve
         if limits.max_items is not None and count > limits.max_items:
             raise _invalid(
                 f"'{where}' has {len(value)} items: batch size {count} > maximum allowed batch size "
                 f"{limits.max_items} ({limits.items_flag}); split the request",
-                _top(where),
+                top_field(where),
             )
         return [_text(item, f"{where}[{index}]") for index, item in enumerate(value)]
 
@@ -171,7 +173,7 @@ class Flag:
 
     def parse(self, value: Any, where: str, limits: Limits) -> bool:
         if not isinstance(value, bool):
-            raise _invalid(f"'{where}' must be true or false, got {_show(value)}", _top(where))
+            raise _invalid(f"'{where}' must be true or false, got {_show(value)}", top_field(where))
         return value
 
     def schema(self, limits: Limits) -> dict[str, Any]:
@@ -191,7 +193,7 @@ class Choice:
 
     def parse(self, value: Any, where: str, limits: Limits) -> str:
         if not isinstance(value, str) or value not in self.options:
-            raise _invalid(f"'{where}' must be {self.shown}, got {_show(value)}", _top(where))
+            raise _invalid(f"'{where}' must be {self.shown}, got {_show(value)}", top_field(where))
         return self.options[value]
 
     def schema(self, limits: Limits) -> dict[str, Any]:
@@ -204,7 +206,7 @@ class Name:
 
     def parse(self, value: Any, where: str, limits: Limits) -> str:
         if not isinstance(value, str):
-            raise _invalid(f"'{where}' must be a string, got {_json_type(value)}", _top(where))
+            raise _invalid(f"'{where}' must be a string, got {_json_type(value)}", top_field(where))
         return value
 
     def schema(self, limits: Limits) -> dict[str, Any]:
@@ -222,7 +224,7 @@ class Dimensions:
             raise _invalid(
                 f"'{where}' must be {limits.dim} or left out, got {_show(value)}: this model is not "
                 f"Matryoshka-trained, so its vectors cannot be shortened; it gives {limits.dim} dimensions",
-                _top(where),
+                top_field(where),
             )
         return value
 
@@ -238,7 +240,7 @@ class Refused:
     expects = "null"
 
     def parse(self, value: Any, where: str, limits: Limits) -> Any:
-        raise _invalid(f"'{where}' is not supported: {self.why}", _top(where))
+        raise _invalid(f"'{where}' is not supported: {self.why}", top_field(where))
 
     def schema(self, limits: Limits) -> dict[str, Any]:
         return {"type": "null"}
@@ -267,14 +269,14 @@ class Body:
     def parse(self, value: Any, where: str, limits: Limits) -> dict[str, Any]:
         if not isinstance(value, dict):
             names = " and ".join(f"'{field.name}'" for field in self.fields if field.required)
-            raise _invalid(f"'{where}' must be an object with {names}, got {_json_type(value)}", _top(where))
+            raise _invalid(f"'{where}' must be an object with {names}, got {_json_type(value)}", top_field(where))
         parsed = {}
         for field in self.fields:
             path = f"{where}.{field.name}" if where else field.name
             given = value.get(field.name)
             if given is None:
                 if field.required:
-                    raise _invalid(f"'{path}' is required: {field.kind.expects}", _top(path))
+                    raise _invalid(f"'{path}' is required: {field.kind.expects}", top_field(path))
                 parsed[field.name] = field.default
             else:
                 parsed[field.name] = field.kind.parse(given, path, limits)
@@ -402,7 +404,7 @@ def fit(
             raise _invalid(
                 f"'{label(index)}' has {len(text)} characters, more than the {limit} this server takes without "
                 f"truncation (--max-input-chars); {fix}",
-                _top(label(index)),
+                top_field(label(index)),
             )
         if fitted is texts:
             fitted = list(texts)
