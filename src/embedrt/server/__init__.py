@@ -1,6 +1,8 @@
 """``embedrt serve``: an OpenAI- and TEI-compatible embedding server with dynamic batching.
 
-Modules: ``settings`` (flags and ``EMBEDRT_*`` variables), ``schemas`` (the wire dialects),
+Modules: ``settings`` (flags and ``EMBEDRT_*`` variables), ``routes`` (every route, one table),
+``schemas`` (the wire dialects: request field tables that parse bodies and write their JSON Schema),
+``openapi`` (``/openapi.json`` from those tables),
 ``batcher`` (dynamic batching on one engine thread), ``errors`` (error kind -> HTTP status, in one
 place), ``metrics`` (Prometheus), ``app`` (the ASGI application), ``http`` (uvicorn's protocol with
 read deadlines and a connection cap), ``serve`` (uvicorn, SIGTERM drain).
