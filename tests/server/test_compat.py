@@ -1,4 +1,6 @@
-"""Drop-in: the client libraries people already use, unchanged, pointed at `embedrt serve`.
+"""Drop-in: the client libraries people already use, unchanged, pointed at `embedrt serve`: openai (with
+and without /v1), langchain-openai, litellm (OpenAI and Hugging Face providers), haystack's OpenAI
+embedders, huggingface_hub's InferenceClient, TEI's routes by hand.
 
 Each client gets the vectors offline ``Encoder.encode`` gives for the same variant (cosine >= 0.9999),
 unit length from the OpenAI routes. The tiny test model has no Normalize module, so unit length there
@@ -123,6 +125,20 @@ def test_litellm_openai_provider(server, reference, monkeypatch):
     response = litellm.embedding(model="openai/tiny-embedder", api_base=server.url + "/v1", api_key="unused",
                                  input=TEXTS)  # fmt: skip
     assert_same([item["embedding"] for item in response.data], TEXTS, reference)
+
+
+def test_haystack_openai_embedders(server, reference, monkeypatch):
+    monkeypatch.setenv("HAYSTACK_TELEMETRY_ENABLED", "False")  # no phoning home from the tests
+    from haystack import Document
+    from haystack.components.embedders import OpenAIDocumentEmbedder, OpenAITextEmbedder
+    from haystack.utils import Secret
+
+    key, url = Secret.from_token("unused"), server.url + "/v1"
+    text = OpenAITextEmbedder(api_key=key, api_base_url=url, model="tiny-embedder").run(TEXTS[0])
+    assert_same([text["embedding"]], TEXTS[:1], reference)
+    documents = OpenAIDocumentEmbedder(api_key=key, api_base_url=url, model="tiny-embedder", progress_bar=False)
+    embedded = documents.run([Document(content=t) for t in TEXTS])["documents"]
+    assert_same([document.embedding for document in embedded], TEXTS, reference)
 
 
 # ------------------------------------------------------------------------------------------ TEI clients
