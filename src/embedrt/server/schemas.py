@@ -115,6 +115,10 @@ def _text(value: Any, where: str) -> str:
     return value
 
 
+def _token_ids(values: list[Any]) -> bool:
+    return all(isinstance(value, int) and not isinstance(value, bool) for value in values)
+
+
 @dataclass(frozen=True)
 class Text:
     expects = "a string"
@@ -147,9 +151,7 @@ class Texts:
             raise ServerError(
                 ErrorKind.EMPTY, f"'{where}' is an empty list; send at least one string", top_field(where)
             )
-        if all(isinstance(item, int) and not isinstance(item, bool) for item in value) or all(
-            isinstance(item, list) for item in value
-        ):
+        if _token_ids(value) or all(isinstance(item, list) and item and _token_ids(item) for item in value):
             raise _invalid(f"'{where}' holds token ids, not text: {TOKEN_IDS_FIX}", top_field(where))
         count = len(value) + self.reserve
         if limits.max_items is not None and count > limits.max_items:
