@@ -1,10 +1,11 @@
 """The ASGI application: routes for OpenAI and TEI clients, health, info and metrics.
 
-A plain ASGI callable, no web framework: each request costs a dictionary lookup and the work it asks
-for. Routes stay thin: authorize, admit (or 429), read the body within ``--payload-limit`` however it
-is sent, parse and check limits, tokenize, look in the result cache, hand the rest to the
-:class:`~embedrt.server.batcher.DynamicBatcher`, render with orjson. Errors go through the one table
-in :mod:`embedrt.server.errors`.
+A plain ASGI callable, no web framework: each request costs a dictionary lookup (the table in
+:mod:`embedrt.server.routes`) and the work it asks for. Routes stay thin: authorize, admit (or 429),
+read the body within ``--payload-limit`` however it is sent, parse it with its field table (which also
+writes ``/openapi.json``), fit over-long texts (cut or refuse, as TEI), tokenize, look in the result
+cache, hand the rest to the :class:`~embedrt.server.batcher.DynamicBatcher`, render with orjson and
+TEI's timing headers. Errors go through the one table in :mod:`embedrt.server.errors`.
 """
 
 from __future__ import annotations
