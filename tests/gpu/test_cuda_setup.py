@@ -183,6 +183,15 @@ def test_an_onnxruntime_without_preload_dlls_is_not_asked(tmp_path, monkeypatch)
     assert events == ["session"]
 
 
+def test_both_onnxruntime_builds_installed_is_named(tmp_path, monkeypatch):
+    fake = _fake_ort([])
+    fake.get_available_providers = lambda: ["CPUExecutionProvider"]  # the CPU build's module won
+    monkeypatch.setattr(ort_cuda, "import_onnxruntime", lambda: fake)
+    monkeypatch.setattr(ort_cuda, "version", lambda name: {"onnxruntime": "1.32.0", "onnxruntime-gpu": "1.31.1"}[name])
+    with pytest.raises(BackendError, match=r"onnxruntime 1\.32\.0 and onnxruntime-gpu 1\.31\.1 are both installed"):
+        ort_cuda.gpu_session(tmp_path / "model.onnx", [("CUDAExecutionProvider", {})])
+
+
 def test_no_kernel_image_at_run_time_is_explained():
     import numpy as np
 
@@ -224,11 +233,22 @@ def test_the_onnxruntime_tensorrt_provider_gets_no_precision_flags(tmp_path, mon
     assert options["trt_profile_max_shapes"] == "input_ids:16x32,attention_mask:16x32"
 
 
-def test_libnvinfer_versions_are_read_as_tensorrt_writes_them():
+def test_libnvinfer_versions_are_read_as_tensorrt_writes_them(monkeypatch):
     assert version_from_int(100400) == "10.4.0"
     assert version_from_int(101303) == "10.13.3"
     assert version_from_int(8601) == "8.6.1"
     assert trt_engines.nvinfer_version("libnvinfer-that-is-not-here.so.10") == ""
+    # The library already mapped into the process is the one asked, not the Python package.
+    opened = []
+    loaded = "/site/tensorrt_libs/libnvinfer.so.10"
+    monkeypatch.setattr(trt_engines, "_loaded_library", lambda prefix: loaded if prefix == "libnvinfer.so" else None)
+
+    def cdll(path):
+        opened.append(path)
+        return types.SimpleNamespace(getInferLibVersion=lambda: 101303)
+
+    monkeypatch.setattr(trt_engines.ctypes, "CDLL", cdll)
+    assert trt_engines.nvinfer_version() == "10.13.3" and opened == [loaded]
 
 
 H200 = GpuTarget("NVIDIA H200", "9.0", "10.13.3.9", nvinfer="10.13.3", onnxruntime="1.31.1")

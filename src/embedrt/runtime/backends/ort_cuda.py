@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Mapping, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,22 @@ def preload_cuda_libraries(ort: Any) -> str:
     return _PRELOADED[id(ort)]
 
 
+def _install_advice() -> str:
+    """How to get the GPU build; both builds installed write one module, and the one installed last wins."""
+    found = {}
+    for distribution in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            found[distribution] = version(distribution)
+        except PackageNotFoundError:
+            continue
+    if len(found) < 2:
+        return f"install the GPU build: {GPU_INSTALL}"
+    return (
+        f"onnxruntime {found['onnxruntime']} and onnxruntime-gpu {found['onnxruntime-gpu']} are both installed and "
+        'share one module: pip uninstall -y onnxruntime onnxruntime-gpu && pip install "embedrt[gpu]"'
+    )
+
+
 def _preload_note(said: str) -> str:
     return f" (onnxruntime.preload_dlls() said: {said})" if said else ""
 
@@ -65,8 +82,7 @@ def gpu_session(model_path: Path, providers: Sequence[tuple[str, dict[str, Any]]
     available = ort.get_available_providers()
     if wanted not in available:
         raise BackendError(
-            f"ONNX Runtime here has no {wanted} (available: {', '.join(available)}); install the GPU build: "
-            f"{GPU_INSTALL}"
+            f"ONNX Runtime here has no {wanted} (available: {', '.join(available)}); {_install_advice()}"
         )
     said = preload_cuda_libraries(ort)
     if wanted == "CUDAExecutionProvider":
