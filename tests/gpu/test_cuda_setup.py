@@ -284,9 +284,17 @@ def test_the_onnxruntime_runner_is_keyed_on_the_loaded_libnvinfer_and_onnxruntim
     assert old.refusal(H200.for_runner("onnxruntime"), record.model_sha256).startswith("built with ONNX Runtime")
 
 
-def test_the_onnxruntime_runner_needs_a_readable_libnvinfer(tiny_fp16_bundle, copy_bundle, monkeypatch):
-    monkeypatch.setattr(builder, "probe_gpu", lambda purpose: GpuTarget("NVIDIA H200", "9.0", "10.13.3.9"))
-    with pytest.raises(BackendError, match=r"libnvinfer not loadable.*embedrt\[gpu,tensorrt\]"):
+@pytest.mark.parametrize(
+    "here, says",
+    [
+        (GpuTarget("NVIDIA H200", "9.0", "10.13.3.9", onnxruntime="1.31.1"), "libnvinfer none loadable"),
+        (GpuTarget("NVIDIA H200", "9.0", "11.4.0.106", nvinfer="11.4.0", onnxruntime="1.31.1"), "libnvinfer 11.4.0"),
+    ],
+)
+def test_the_onnxruntime_runner_needs_libnvinfer_10(here, says, tiny_fp16_bundle, copy_bundle, monkeypatch):
+    monkeypatch.setattr(builder, "probe_gpu", lambda purpose: here)
+    monkeypatch.setattr(builder, "build_ort_engine_cache", lambda *args: pytest.fail("tried to build"))
+    with pytest.raises(BackendError, match=rf"links libnvinfer\.so\.10.*{says}.*embedrt\[gpu,tensorrt\]"):
         builder.build_engine(copy_bundle(tiny_fp16_bundle), (None, "8x16", "16x64"), runner="onnxruntime")
 
 

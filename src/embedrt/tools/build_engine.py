@@ -102,6 +102,17 @@ def build_ort_engine_cache(onnx_path: Path, cache_dir: Path, profile: Profile, w
         raise BackendError(f"ONNX Runtime's TensorRT provider wrote no engine into {cache_dir}")
 
 
+def _check_provider_libraries(target: GpuTarget) -> None:
+    """ONNX Runtime's TensorRT provider links ``libnvinfer.so.10``: say so before it fails to load."""
+    if target.tensorrt.split(".")[0] == "10" and target.onnxruntime:
+        return
+    raise BackendError(
+        "ONNX Runtime's TensorRT provider needs onnxruntime-gpu and TensorRT 10 (it links libnvinfer.so.10); "
+        f"this process has libnvinfer {target.tensorrt or 'none loadable'} and onnxruntime "
+        f'{target.onnxruntime or "none"}: pip install --extra-index-url https://pypi.nvidia.com "embedrt[gpu,tensorrt]"'
+    )
+
+
 def build_engine(
     bundle_path: str | os.PathLike[str],
     profile_text: tuple[str | None, str | None, str | None] = (None, None, None),
@@ -124,12 +135,8 @@ def build_engine(
     model_sha256 = bundle.variant(TRT_VARIANT).sha256
     here = probe_gpu("building a TensorRT engine")
     target = here.for_runner(runner)
-    if runner == "onnxruntime" and not (target.tensorrt and target.onnxruntime):
-        raise BackendError(
-            "ONNX Runtime's TensorRT provider needs libnvinfer.so.10 and onnxruntime-gpu, and this process could not "
-            f"read their versions (libnvinfer {target.tensorrt or 'not loadable'}, onnxruntime "
-            f'{target.onnxruntime or "not installed"}): pip install "embedrt[gpu,tensorrt]" (see docs/gpu.md)'
-        )
+    if runner == "onnxruntime":
+        _check_provider_libraries(target)
     engines_dir = bundle.root / ENGINE_DIR
     engines_dir.mkdir(exist_ok=True)
     name = engine_file_name(target, model_sha256, runner)
