@@ -1,14 +1,17 @@
 """On an NVIDIA GPU: parity (cosine >= 0.999 to fp32 on the CPU) and batch invariance, CUDA and TensorRT.
 
-Skipped where there is no GPU or the GPU stack is not installed. These tests have never run: the
-project has no GPU. They are written from the libraries' documentation (see docs/gpu.md).
+Skipped where there is no GPU or the GPU stack is not installed. The CUDA tests passed once, on an
+H200 with onnxruntime-gpu 1.31.1 (docs/gpu.md); the TensorRT ones have never run.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -62,6 +65,32 @@ def test_cuda_parity_and_batch_invariance(fp16_bundle, precision):
     encoder = Encoder.load(fp16_bundle, precision=precision, device="cuda")
     assert encoder.backend.name == "onnxruntime-cuda"
     _check(encoder, reference)
+
+
+# A torch-free process, as a deployment runs: pytest has imported torch (the fixtures export with
+# it), and torch loads CUDA and cuDNN, which would hide a provider that only starts after preload_dlls().
+WITHOUT_TORCH = textwrap.dedent(
+    """
+    import sys
+    sys.modules["torch"] = None  # importing torch now fails
+    from embedrt import Encoder
+    from embedrt.runtime.backends import ort_cuda
+    encoder = Encoder.load(sys.argv[1], precision="fp16", device="cuda")
+    vector = encoder.encode(["花呗怎么还款"])
+    import onnxruntime
+    preloaded = ort_cuda._PRELOADED.get(id(onnxruntime), "(no preload_dlls in this onnxruntime)")
+    print("backend", encoder.backend.name, "shape", vector.shape, "preload_dlls said:", preloaded or "nothing")
+    """
+)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs an NVIDIA GPU and onnxruntime-gpu")
+def test_a_fresh_process_without_torch_starts_the_cuda_provider(tiny_fp16_bundle):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-c", WITHOUT_TORCH, str(tiny_fp16_bundle)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "backend onnxruntime-cuda shape (1," in result.stdout
 
 
 @pytest.mark.skipif(not HAS_TRT, reason="needs an NVIDIA GPU, tensorrt and cuda-python")

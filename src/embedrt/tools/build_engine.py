@@ -29,7 +29,11 @@ RUNNERS = ("tensorrt", "onnxruntime")
 
 
 def engine_file_name(target: GpuTarget, model_sha256: str, runner: str = "tensorrt") -> str:
-    """``engine-<gpu>-sm86-trt10.4.0-<hash12>.plan``; the ONNX Runtime runner gets a cache directory."""
+    """``engine-<gpu>-sm86-trt10.4.0-<hash12>.plan``; the ONNX Runtime runner gets a cache directory.
+
+    For the ONNX Runtime runner pass ``target.for_runner("onnxruntime")``: its key carries the loaded
+    libnvinfer and the ONNX Runtime versions (``ort-trt-cache-<gpu>-sm86-trt10.4.0-ort1.31.1-<hash12>``).
+    """
     if runner == "onnxruntime":
         return f"ort-trt-cache-{target.key(model_sha256)}"
     return f"engine-{target.key(model_sha256)}.plan"
@@ -98,6 +102,17 @@ def build_ort_engine_cache(onnx_path: Path, cache_dir: Path, profile: Profile, w
         raise BackendError(f"ONNX Runtime's TensorRT provider wrote no engine into {cache_dir}")
 
 
+def _check_provider_libraries(target: GpuTarget) -> None:
+    """ONNX Runtime's TensorRT provider links ``libnvinfer.so.10``: say so before it fails to load."""
+    if target.tensorrt.split(".")[0] == "10" and target.onnxruntime:
+        return
+    raise BackendError(
+        "ONNX Runtime's TensorRT provider needs onnxruntime-gpu and TensorRT 10 (it links libnvinfer.so.10); "
+        f"this process has libnvinfer {target.tensorrt or 'none loadable'} and onnxruntime "
+        f'{target.onnxruntime or "none"}: pip install --extra-index-url https://pypi.nvidia.com "embedrt[gpu,tensorrt]"'
+    )
+
+
 def build_engine(
     bundle_path: str | os.PathLike[str],
     profile_text: tuple[str | None, str | None, str | None] = (None, None, None),
@@ -119,9 +134,12 @@ def build_engine(
     onnx_path = bundle.variant_path(TRT_VARIANT)
     model_sha256 = bundle.variant(TRT_VARIANT).sha256
     here = probe_gpu("building a TensorRT engine")
+    target = here.for_runner(runner)
+    if runner == "onnxruntime":
+        _check_provider_libraries(target)
     engines_dir = bundle.root / ENGINE_DIR
     engines_dir.mkdir(exist_ok=True)
-    name = engine_file_name(here, model_sha256, runner)
+    name = engine_file_name(target, model_sha256, runner)
     if runner == "tensorrt":
         build_native_engine(onnx_path, engines_dir / name, engines_dir / timing_cache_name(here), profile, workspace_gb)
         digest = sha256_file(engines_dir / name)
@@ -131,12 +149,13 @@ def build_engine(
     record = EngineRecord(
         file=f"{ENGINE_DIR}/{name}",
         runner=runner,
-        gpu=here.gpu,
-        compute_capability=here.compute_capability,
-        tensorrt=here.tensorrt,
+        gpu=target.gpu,
+        compute_capability=target.compute_capability,
+        tensorrt=target.tensorrt,
         model_sha256=model_sha256,
         profile=profile.to_dict(),
         sha256=digest,
+        onnxruntime=target.onnxruntime,
     )
 
     def add_record(manifest: Manifest) -> Manifest:  # the manifest as it is now, not as when the build began

@@ -163,10 +163,10 @@ class OrtTensorrtBackend:
             "trt_timing_cache_enable": True,
             "trt_timing_cache_path": str(cache_dir),
             "trt_max_workspace_size": int(workspace_gb * (1 << 30)),
-            # The graph is already fp16; the flag lets TensorRT 10 pick fp16 kernels for it, and the
-            # provider keeps LayerNorm in fp32 as the graph does.
-            "trt_fp16_enable": True,
-            "trt_layer_norm_fp32_fallback": True,
+            # No precision flags: the graph already says its precision (fp16, LayerNorm and Softmax fp32
+            # between casts). With trt_fp16_enable or trt_int8_enable on, the provider builds a weakly
+            # typed network and TensorRT may run those fp32 casts in fp16; with both off it builds a
+            # strongly typed one that keeps the graph's types (onnxruntime PR #24298).
             "trt_profile_min_shapes": profile.ort_option("min", names),
             "trt_profile_opt_shapes": profile.ort_option("opt", names),
             "trt_profile_max_shapes": profile.ort_option("max", names),

@@ -9,8 +9,9 @@ it finds and refuses the others with the reason. Shapes, profiles and matching a
 
 from __future__ import annotations
 
+import ctypes
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -103,11 +104,19 @@ class Profile:
 
 @dataclass(frozen=True)
 class GpuTarget:
-    """What a TensorRT engine is bound to."""
+    """What a TensorRT engine is bound to.
+
+    ``tensorrt`` is the version of whatever builds and runs the engine: the Python ``tensorrt``
+    package for ``.plan`` files; for ONNX Runtime's TensorRT provider, the ``libnvinfer`` loaded in
+    this process (``nvinfer``), which is what the provider links, together with the ``onnxruntime``
+    version (ONNX Runtime's documentation: rebuild the engine cache when either changes).
+    """
 
     gpu: str
     compute_capability: str  # "8.6"
     tensorrt: str  # "10.4.0"
+    nvinfer: str = ""  # the loaded libnvinfer's getInferLibVersion(), "10.4.0"; empty when unread
+    onnxruntime: str = ""  # set for the onnxruntime runner only
 
     @property
     def sm(self) -> str:
@@ -118,7 +127,14 @@ class GpuTarget:
         return re.sub(r"[^a-z0-9]+", "-", self.gpu.lower()).strip("-") or "gpu"
 
     def key(self, model_sha256: str) -> str:
-        return f"{self.slug}-{self.sm}-trt{self.tensorrt}-{model_sha256[:12]}"
+        runtime = f"-ort{self.onnxruntime}" if self.onnxruntime else ""
+        return f"{self.slug}-{self.sm}-trt{self.tensorrt}{runtime}-{model_sha256[:12]}"
+
+    def for_runner(self, runner: str) -> GpuTarget:
+        """The facts an engine of ``runner`` is keyed on: the ONNX Runtime runner's are libnvinfer and ONNX Runtime."""
+        if runner != "onnxruntime":
+            return replace(self, onnxruntime="")
+        return replace(self, tensorrt=self.nvinfer)
 
 
 @dataclass(frozen=True)
@@ -134,6 +150,7 @@ class EngineRecord:
     profile: dict[str, list[int]]
     variant: str = TRT_VARIANT
     sha256: str = ""  # of the plan file; empty for a cache directory
+    onnxruntime: str = ""  # the ONNX Runtime that built a cache directory; empty for a plan file
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,7 +165,10 @@ class EngineRecord:
             ) from err
 
     def refusal(self, here: GpuTarget, model_sha256: str) -> str | None:
-        """Why this engine cannot run on ``here`` for the graph with ``model_sha256``; ``None`` if it can."""
+        """Why this engine cannot run on ``here`` for the graph with ``model_sha256``; ``None`` if it can.
+
+        ``here`` is this machine as :meth:`GpuTarget.for_runner` describes it for this record's runner.
+        """
         if self.model_sha256 != model_sha256:
             return f"built from another graph (sha256 {self.model_sha256[:12]}, the bundle's is {model_sha256[:12]})"
         if self.gpu != here.gpu:
@@ -156,7 +176,9 @@ class EngineRecord:
         if self.compute_capability != here.compute_capability:
             return f"built for compute capability {self.compute_capability}, this GPU has {here.compute_capability}"
         if self.tensorrt != here.tensorrt:
-            return f"built with TensorRT {self.tensorrt}, this machine has {here.tensorrt}"
+            return f"built with TensorRT {self.tensorrt}, this machine has {here.tensorrt or 'none readable'}"
+        if self.runner == "onnxruntime" and self.onnxruntime != here.onnxruntime:
+            return f"built with ONNX Runtime {self.onnxruntime or 'unrecorded'}, this machine has {here.onnxruntime}"
         return None
 
 
@@ -174,7 +196,7 @@ def choose_engine(engines: list[dict[str, Any]], here: GpuTarget, model_sha256: 
     reasons = []
     for data in engines:
         record = EngineRecord.from_dict(data)
-        reason = record.refusal(here, model_sha256)
+        reason = record.refusal(here.for_runner(record.runner), model_sha256)
         if reason is None:
             return record
         reasons.append(f"{record.file}: {reason}")
@@ -229,5 +251,51 @@ def probe_gpu(purpose: str, device_id: int = 0) -> GpuTarget:
     props = cuda_check(cudart, cudart.cudaGetDeviceProperties(device_id), "cudaGetDeviceProperties")
     name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
     return GpuTarget(
-        gpu=name.strip("\x00 ").strip(), compute_capability=f"{props.major}.{props.minor}", tensorrt=trt.__version__
+        gpu=name.strip("\x00 ").strip(),
+        compute_capability=f"{props.major}.{props.minor}",
+        tensorrt=trt.__version__,
+        nvinfer=nvinfer_version(),
+        onnxruntime=_onnxruntime_version(),
     )
+
+
+def _loaded_library(prefix: str) -> str | None:
+    """The path of a shared library ``prefix*`` mapped into this process (Linux), or None."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            for line in maps:
+                path = line.split(maxsplit=5)[-1].strip()
+                if path.rsplit("/", 1)[-1].startswith(prefix):
+                    return path
+    except OSError:
+        return None
+    return None
+
+
+def version_from_int(value: int) -> str:
+    """``getInferLibVersion()`` as text: 10.x counts major * 10000 + minor * 100 + patch, 8.x major * 1000 + ..."""
+    major, rest = (value // 10000, value % 10000) if value >= 100000 else (value // 1000, value % 1000)
+    return f"{major}.{rest // 100}.{rest % 100}"
+
+
+def nvinfer_version(soname: str = "libnvinfer.so.10") -> str:
+    """The version of the ``libnvinfer`` loaded here (``import tensorrt`` loads it), read with ``getInferLibVersion``.
+
+    This, not the Python package's version, is the TensorRT that ONNX Runtime's TensorRT provider
+    runs: it links ``libnvinfer.so.10`` and takes whichever one the process already holds, else the
+    one the loader finds. Empty when none can be loaded.
+    """
+    try:
+        library = ctypes.CDLL(_loaded_library("libnvinfer.so") or soname)
+        library.getInferLibVersion.restype = ctypes.c_int32
+        return version_from_int(int(library.getInferLibVersion()))
+    except (OSError, AttributeError):
+        return ""
+
+
+def _onnxruntime_version() -> str:
+    try:
+        import onnxruntime
+    except ImportError:
+        return ""
+    return str(onnxruntime.__version__)

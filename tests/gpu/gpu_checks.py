@@ -1,0 +1,228 @@
+"""The steps of ``tests/gpu/check_on_gpu.sh``, runnable without pytest: one subcommand a step.
+
+    python tests/gpu/gpu_checks.py versions
+    python tests/gpu/gpu_checks.py export --out BUNDLE [--data DIR] [--tiny]
+    python tests/gpu/gpu_checks.py cuda --bundle BUNDLE [--data DIR]
+    python tests/gpu/gpu_checks.py no-torch --bundle BUNDLE [--skip-preload]
+    python tests/gpu/gpu_checks.py pip-layout --into DIR
+
+Each prints what it measured and exits 0 when its check holds, 1 when not. ``--data`` is a folder
+holding ``bert-base-chinese-vocab.txt`` and ``sts_zh_dev.tsv`` (the project's ../shared/data); without
+it the tiny stand-in and the tests' own sentences are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+
+def _version(module: str) -> str:
+    try:
+        return str(getattr(importlib.import_module(module), "__version__", "?"))
+    except Exception as err:  # a broken install is a finding to print, not a reason to stop
+        return f"absent ({type(err).__name__})"
+
+
+def versions(_: argparse.Namespace) -> bool:
+    print("python", sys.version.split()[0], sys.executable)
+    for module in ("numpy", "tokenizers", "onnx", "torch", "transformers", "sentence_transformers", "pytest"):
+        print(f"{module} {_version(module)}")
+    for module in ("tensorrt", "cuda.bindings"):
+        print(f"{module} {_version(module)}")
+    import onnxruntime
+
+    from embedrt.runtime.backends import cuda_arch
+
+    print("onnxruntime", onnxruntime.__version__, onnxruntime.__file__)
+    print("providers", onnxruntime.get_available_providers())
+    print("has preload_dlls", hasattr(onnxruntime, "preload_dlls"))
+    library = Path(onnxruntime.__file__).parent / "capi" / cuda_arch.CUDA_PROVIDER_LIBRARY
+    started = time.perf_counter()
+    archs = cuda_arch.library_archs(library) if library.is_file() else None
+    print(f"CUDA kernels in {library.name}: {archs} (read in {time.perf_counter() - started:.3f} s)")
+    gpu = cuda_arch.compute_capability(0)
+    print("GPU 0 from libcuda:", gpu)
+    if archs is None or gpu is None:
+        print("RESULT: SKIP kernel check (no CUDA provider library or no GPU)")
+        return True
+    fits = archs.runs_on(gpu[1], gpu[2])
+    print(f"RESULT: {'PASS' if fits else 'FAIL'} onnxruntime-gpu has kernels for compute capability {gpu[1]}.{gpu[2]}")
+    return fits
+
+
+def _texts(data: Path | None, count: int) -> list[str]:
+    table = data / "sts_zh_dev.tsv" if data else None
+    if table is not None and table.is_file():
+        lines = table.read_text(encoding="utf-8").splitlines()
+        texts = list(dict.fromkeys(part for line in lines for part in line.split("\t")[:2] if part.strip()))
+        return texts[:count]
+    from embedrt.export.sentences import PARITY_SENTENCES
+
+    return [t for t in PARITY_SENTENCES if t.strip()][:count]
+
+
+def export(args: argparse.Namespace) -> bool:
+    import tempfile
+
+    from embedrt.bundle import Bundle
+    from embedrt.export import ExportSettings, export_bundle
+    from embedrt.export.standin import DMETASOUL_STUDENT, TINY, build_standin
+
+    vocab = args.data / "bert-base-chinese-vocab.txt" if args.data else None
+    full = not args.tiny and vocab is not None and vocab.is_file()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as work:
+        if full:
+            print("model: full-size DMetaSoul stand-in (4 x 768) with the real bert-base-chinese vocabulary")
+            model = build_standin(Path(work) / "model", DMETASOUL_STUDENT, vocab_file=vocab)
+        else:
+            from embedrt.export.sentences import PARITY_SENTENCES
+            from tests.helpers import TEST_TEXTS
+
+            print("model: tiny stand-in (2 x 32), synthetic vocabulary")
+            chars = "".join(sorted({ch for text in (*PARITY_SENTENCES, *TEST_TEXTS) for ch in text}))
+            model = build_standin(Path(work) / "model", TINY, extra_chars=chars)
+        settings = ExportSettings(precisions=("fp32", "fp16"), force=True)
+        export_bundle(str(model), args.out, settings, progress=lambda message: print("  export:", message))
+    manifest = Bundle.open(args.out).manifest
+    print(f"exported in {time.perf_counter() - started:.0f} s to {args.out}")
+    for name, variant in manifest.variants.items():
+        parity = asdict(variant.parity) if variant.parity is not None else None
+        print(f"  {name}: {variant.file} parity {parity} recipe {json.dumps(variant.recipe, default=str)[:300]}")
+    print("RESULT: PASS export fp32 + fp16")
+    return True
+
+
+def _cuda_precision(bundle: Path, precision: str, texts: list[str], reference: Any) -> bool:
+    import numpy as np
+
+    from embedrt import Encoder
+    from embedrt.export.validate import cosine_rows
+
+    encoder = Encoder.load(bundle, precision=precision, device="cuda")
+    together = encoder.encode(texts, batch_size=64)
+    alone = np.stack([encoder.encode(text) for text in texts[:16]])
+    to_cpu = cosine_rows(together, reference)
+    invariance = cosine_rows(alone, together[:16]).min()
+    started = time.perf_counter()
+    encoder.encode(texts, batch_size=128)
+    rate = len(texts) / (time.perf_counter() - started)
+    fits = bool(to_cpu.min() >= 0.999 and invariance >= 0.9999 and encoder.backend.name == "onnxruntime-cuda")
+    print(
+        f"{'PASS' if fits else 'FAIL'} {precision} on {encoder.backend.name}: n={len(texts)} cos to CPU fp32 "
+        f"min {to_cpu.min():.7f} mean {to_cpu.mean():.7f}; alone vs batch min {invariance:.7f}; "
+        f"encode batch 128: {rate:.0f} sent/s (one pass, warm, not a benchmark)"
+    )
+    return fits
+
+
+def cuda(args: argparse.Namespace) -> bool:
+    from embedrt import Encoder
+
+    texts = _texts(args.data, 256)
+    reference = Encoder.load(args.bundle, precision="fp32", device="cpu").encode(texts, batch_size=32)
+    ok = True
+    for precision in ("fp16", "fp32"):
+        try:
+            fits = _cuda_precision(args.bundle, precision, texts, reference)
+        except Exception as err:  # report and go on to the other precision
+            print(f"FAIL {precision}: {type(err).__name__}: {err}")
+            fits = False
+        ok = ok and fits
+    print(f"RESULT: {'PASS' if ok else 'FAIL'} CUDA parity and batch invariance")
+    return ok
+
+
+def no_torch(args: argparse.Namespace) -> bool:
+    """In this process torch cannot be imported; the CUDA provider must start anyway."""
+    sys.modules["torch"] = None  # type: ignore[assignment]
+    import onnxruntime
+
+    from embedrt import Encoder
+    from embedrt.runtime.backends import ort_cuda
+
+    if args.skip_preload:  # to show what the call is for: as if embedrt had not called it
+        ort_cuda._PRELOADED[id(onnxruntime)] = "(skipped on purpose by --skip-preload)"
+    try:
+        encoder = Encoder.load(args.bundle, precision="fp16", device="cuda")
+        shape = encoder.encode(["花呗怎么还款", "今天天气不错"]).shape
+    except Exception as err:
+        print(f"could not start: {type(err).__name__}: {err}")
+        started = False
+    else:
+        print(f"backend {encoder.backend.name}, output {shape}")
+        started = True
+    print("preload_dlls said:", ort_cuda._PRELOADED.get(id(onnxruntime), "(not called)") or "nothing")
+    maps = Path("/proc/self/maps").read_text(errors="replace").splitlines()
+    loaded = sorted({line.split()[-1] for line in maps if "libcudart" in line or "libcudnn.so" in line})
+    print("CUDA libraries loaded from:", loaded or "none")
+    print("torch imported:", sys.modules.get("torch") is not None)
+    note = " (preload skipped)" if args.skip_preload else ""
+    print(f"RESULT: {'PASS' if started else 'FAIL'} CUDA provider without torch{note}")
+    return started
+
+
+def pip_layout(args: argparse.Namespace) -> bool:
+    """Make ``DIR`` look like one site-packages holding onnxruntime and pip's ``nvidia`` packages (symlinks).
+
+    ``preload_dlls()`` looks for CUDA in ``nvidia/`` beside the onnxruntime package, as a pip install
+    lays them out. Unpacked elsewhere (../shared/gpu/unpack.sh puts it in /tmp/site), onnxruntime
+    would not find them there; this rebuilds the layout a user's ``pip install`` gives.
+    """
+    import importlib.util
+
+    import onnxruntime
+
+    package = Path(onnxruntime.__file__).parent
+    spec = importlib.util.find_spec("nvidia")
+    places = [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+    if not places:
+        print('RESULT: FAIL no nvidia packages installed (pip install "onnxruntime-gpu[cuda,cudnn]")')
+        return False
+    if (package.parent / "nvidia").is_dir():
+        print(f"RESULT: PASS onnxruntime already sits beside nvidia/ in {package.parent}")
+        return True
+    (args.into / "nvidia").mkdir(parents=True, exist_ok=True)
+    (args.into / "onnxruntime").symlink_to(package, target_is_directory=True)
+    for place in places:
+        for child in place.iterdir():
+            link = args.into / "nvidia" / child.name
+            if not link.exists():
+                link.symlink_to(child, target_is_directory=child.is_dir())
+    print(f"RESULT: PASS {args.into}: onnxruntime from {package.parent}, nvidia/ from {', '.join(map(str, places))}")
+    return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("versions").set_defaults(run=versions)
+    step = commands.add_parser("export")
+    step.add_argument("--out", type=Path, required=True)
+    step.add_argument("--data", type=Path)
+    step.add_argument("--tiny", action="store_true")
+    step.set_defaults(run=export)
+    step = commands.add_parser("cuda")
+    step.add_argument("--bundle", type=Path, required=True)
+    step.add_argument("--data", type=Path)
+    step.set_defaults(run=cuda)
+    step = commands.add_parser("no-torch")
+    step.add_argument("--bundle", type=Path, required=True)
+    step.add_argument("--skip-preload", action="store_true")
+    step.set_defaults(run=no_torch)
+    step = commands.add_parser("pip-layout")
+    step.add_argument("--into", type=Path, required=True)
+    step.set_defaults(run=pip_layout)
+    args = parser.parse_args()
+    return 0 if args.run(args) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
