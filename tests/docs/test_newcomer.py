@@ -32,7 +32,6 @@ SKIPPED: tuple[tuple[str, str], ...] = (
     (r"^bash benchmarks/setup_peers\.sh", "installs the peers from the network"),
     (r"^python benchmarks/compare_cpu\.py", "a benchmark of many minutes (and needs the peers above)"),
     (r"(^|\s)embedrt serve\b", "a server runs until stopped; tests/server and tests/serve_on_oldest_python.py run it"),
-    (r"^\[--", "the rest of a usage synopsis, not a command"),
     (r"^curl .*127\.0\.0\.1:8080", "needs the server above"),
     (r"OpenAI\(base_url=", "needs the server above"),
     (r"\bray\.data\.read_parquet\(\"s3://", "reads and writes S3 (the network); tests/ray runs embed_dataset"),

@@ -100,6 +100,12 @@ def test_a_plain_model_needs_its_pooling_stated(plain_model_dir, tmp_path):
     assert manifest.pooling is Pooling.CLS and manifest.normalize is False
     assert any("no modules.json: pooling cls (from --pooling), no normalization" in line for line in said)
     assert manifest.variants["fp32"].parity.min_cos >= 0.99999  # against PyTorch pooling the same way
+    from embedrt.tools.evaluate.run import load_reference
+
+    reference = load_reference(str(plain_model_dir), manifest.pooling.value)  # what eval --reference runs
+    texts = ["花呗怎么还款", "今天天气不错！"]
+    ours = Encoder.load(tmp_path / "cls", precision="fp32").encode(texts)
+    np.testing.assert_allclose(ours, reference.encode(texts), atol=1e-5)
 
 
 def test_export_command_refuses_a_plain_model_without_pooling(plain_model_dir, tmp_path):
