@@ -182,3 +182,16 @@ def test_bench_reports_each_row_as_it_finishes(tiny_bundle, tmp_path):
     assert events == ["start:fp32,int8", "fp32", "int8"]
     assert set(report["results"]) == {"fp32", "int8"} and "variants" not in report
     json.dumps(report)
+
+
+def test_fp16_on_a_cpu_is_one_warning_line_in_the_cli(tiny_bundle, copy_bundle):
+    bundle = copy_bundle(tiny_bundle)
+    data = json.loads((bundle / "embedrt.json").read_text(encoding="utf-8"))
+    data["variants"]["fp16"] = data["variants"]["fp32"]  # any graph will do: what is said is the point
+    (bundle / "embedrt.json").write_text(json.dumps(data), encoding="utf-8")
+    result = run_cli("encode", bundle, "你好", "--precision", "fp16")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "embedrt: warning: fp16 on the CPU is emulated (ONNX Runtime computes it through fp32 casts) and slower "
+        "than fp32; fp16 variants are for GPUs (device='cuda' or 'tensorrt'); on a CPU use int8 or fp32"
+    ]
