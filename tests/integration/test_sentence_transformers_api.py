@@ -92,6 +92,13 @@ def test_encode_equals_sentence_transformers(encoder, st_model, kwargs):
     _assert_same_vectors(single[None, :], st_model.encode(TEXTS[0], **kwargs)[None, :], 0.99999)
 
 
+@pytest.mark.parametrize("method", ["encode_query", "encode_document"])
+@pytest.mark.parametrize("kwargs", [{}, {"prompt_name": "query"}, {"prompt": "y: "}], ids=repr)
+def test_query_and_document_methods_equal_sentence_transformers(encoder, st_model, method, kwargs):
+    ours, theirs = getattr(encoder, method)(TEXTS, **kwargs), getattr(st_model, method)(TEXTS, **kwargs)
+    _assert_same_vectors(ours, theirs, 0.99999)
+
+
 @pytest.mark.parametrize("precision", ["binary", "ubinary"])
 def test_binary_precisions_equal_sentence_transformers(encoder, st_model, precision):
     ours, theirs = encoder.encode(TEXTS, precision=precision), st_model.encode(TEXTS, precision=precision)
@@ -172,3 +179,15 @@ def test_encode_command_takes_prompts_and_prints_exact_float32(prompts_bundle, e
     empty = tmp_path / "empty.txt"
     empty.write_text("", encoding="utf-8")
     assert_one_line_error(run_cli("encode", prompts_bundle, "--input", empty), r"empty\.txt has no lines")
+
+
+def test_embed_file_takes_prompts(prompts_bundle, encoder, tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(TEXTS[:3]) + "\n", encoding="utf-8")
+    out = tmp_path / "out.npy"
+    result = run_cli("embed-file", prompts_bundle, source, "-o", out, "--precision", "fp32", "--prompt-name", "passage")
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(np.load(out), encoder.encode(TEXTS[:3], prompt_name="passage"))
+    bad = run_cli("embed-file", prompts_bundle, source, "-o", tmp_path / "bad.npy", "--prompt-name", "nope")
+    assert_one_line_error(bad, r"unknown prompt_name 'nope'")
+    assert not (tmp_path / "bad.npy").exists()

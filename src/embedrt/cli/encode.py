@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from embedrt.cli.console import say
-from embedrt.options import BATCH_SIZE, DEVICE, ENGINE, PRECISION, THREADS, add_normalize, add_option
+from embedrt.options import BATCH_SIZE, DEVICE, ENGINE, PRECISION, THREADS, add_normalize, add_option, add_prompt
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,14 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_option(p, BATCH_SIZE, default=32)
     add_option(p, THREADS)
     add_normalize(p)
-    prompts = p.add_mutually_exclusive_group()
-    prompts.add_argument(
-        "--prompt-name",
-        metavar="NAME",
-        help="put the bundle's prompt NAME before each text (`embedrt info` lists them; default: the model's "
-        "default prompt, if it has one)",
-    )
-    prompts.add_argument("--prompt", metavar="TEXT", help="put TEXT before each text (instead of a named prompt)")
+    add_prompt(p)
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(run=run)
 

@@ -243,6 +243,22 @@ class Encoder:
             bar.close()
         return output
 
+    def encode_query(self, texts: str | Iterable[str], **kwargs: Any) -> np.ndarray:
+        """``encode`` with the bundle's "query" prompt when the caller gives none (as sentence-transformers)."""
+        return self.encode(texts, **self._task_prompt(("query",), kwargs))
+
+    def encode_document(self, texts: str | Iterable[str], **kwargs: Any) -> np.ndarray:
+        """``encode`` with the first of the "document", "passage", "corpus" prompts the bundle has, as
+        ``SentenceTransformer.encode_document`` does, when the caller gives none."""
+        return self.encode(texts, **self._task_prompt(("document", "passage", "corpus"), kwargs))
+
+    def _task_prompt(self, names: Sequence[str], kwargs: dict[str, Any]) -> dict[str, Any]:
+        if kwargs.get("prompt_name") is None and kwargs.get("prompt") is None:
+            found = next((name for name in names if name in self.manifest.prompts), None)
+            if found is not None:
+                return {**kwargs, "prompt_name": found}
+        return kwargs
+
     @property
     def prompts(self) -> dict[str, str]:
         """The source model's prompts, name -> text (``config_sentence_transformers.json``)."""

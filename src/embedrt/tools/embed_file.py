@@ -88,6 +88,9 @@ class EmbedFileJob:
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     batch_size: int = 32
     normalize: bool | None = None
+    #: What goes before each text (``Encoder.encode``'s); neither: the bundle's default prompt, if any.
+    prompt_name: str | None = None
+    prompt: str | None = None
 
 
 @dataclass
@@ -491,6 +494,8 @@ def embed_file(encoder: Any, job: EmbedFileJob, show_progress: bool = False) -> 
     from contextlib import ExitStack
 
     output = check_output(job)
+    if job.prompt_name is not None:
+        encoder.prompt_text(job.prompt_name, job.prompt)  # an unknown name fails before anything is read
     report = EmbedFileReport(output=output)
     started = time.perf_counter()
     with ExitStack() as stack:
@@ -507,7 +512,14 @@ def embed_file(encoder: Any, job: EmbedFileJob, show_progress: bool = False) -> 
         try:
             for ids, texts, consumed in _chunks(rows, job, report):
                 if texts:
-                    vectors = encoder.encode(texts, batch_size=job.batch_size, normalize=job.normalize, progress=moved)
+                    vectors = encoder.encode(
+                        texts,
+                        batch_size=job.batch_size,
+                        normalize=job.normalize,
+                        prompt_name=job.prompt_name,
+                        prompt=job.prompt,
+                        progress=moved,
+                    )
                     sink.write(ids, vectors)
                     report.rows += len(texts)
                 if progress is not None:
