@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from embedrt.cli.console import say
 from embedrt.options import BATCH_SIZE, ENGINE_LIST, PRECISION_LIST, THREADS, add_option, whole_number
 
 
@@ -37,8 +38,15 @@ def run(args: argparse.Namespace) -> int:
     settings = BenchSettings(
         batch_size=args.batch_size, threads=args.threads, rounds=args.rounds, max_batch_tokens=args.max_batch_tokens
     )
-    if args.json:
-        report = run_bench(args.bundle, args.precision, args.data, settings, engines=args.engine)
+    if args.json:  # one JSON object at the end; what is being measured goes to stderr meanwhile
+
+        def started(report: dict[str, Any]) -> None:
+            say(f"measuring {', '.join(report['variants'])}, each in a fresh process")
+
+        def measured(result: BenchResult) -> None:
+            say(f"  {result.label}: {result.sentences_per_s:.1f} sent/s, batch-1 p50 {result.latency_p50_ms:.2f} ms")
+
+        report = run_bench(args.bundle, args.precision, args.data, settings, args.engine, started, measured)
         print(json.dumps(report, ensure_ascii=False))
         return 0
 

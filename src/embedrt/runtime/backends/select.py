@@ -191,9 +191,10 @@ def _check_selection(
     for engine in engines or ():
         if not any(choice.engine == engine for choice in found):
             asked = f" in {', '.join(precisions)}" if precisions else ""
+            engines_flag = DEFAULT_ENGINE if engine == DEFAULT_ENGINE else f"{DEFAULT_ENGINE},{engine}"
             raise BundleError(
                 f"bundle {bundle.root} has no {engine} variant{asked} (it has: {have}); pick another --engine, "
-                f"or re-export with `--engine {DEFAULT_ENGINE},{engine}`"
+                f"or re-export with `--engine {engines_flag}`"
             )
     if not found:
         raise BundleError(
