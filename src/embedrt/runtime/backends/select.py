@@ -97,8 +97,6 @@ def choose(bundle: Bundle, precision: str = AUTO, engine: str = AUTO, device: st
             f"precision {precision!r} does not run on device={device!r} (it runs: "
             f"{', '.join(DEVICE_PRECISIONS[device])}); pick one of those, or device='cpu' for int8"
         )
-    if device == "cpu" and precision == "fp16":
-        warnings.warn(FP16_ON_CPU, EmbedrtWarning, stacklevel=3)  # the caller of Encoder.load
     wanted = AUTO_PRECISION[device] if precision == AUTO else (precision,)
     options = [Choice.of(e, p) for p in wanted for e in _engines(p, device)]
     if engine != AUTO:
@@ -109,6 +107,8 @@ def choose(bundle: Bundle, precision: str = AUTO, engine: str = AUTO, device: st
     present = [option for option in options if option.variant in bundle.manifest.variants]
     usable = [option for option in present if engine != AUTO or _installed(option.engine)]
     if usable:
+        if device == "cpu" and usable[0].precision == "fp16":  # asked for by name: auto never picks it on a CPU
+            warnings.warn(FP16_ON_CPU, EmbedrtWarning, stacklevel=3)  # points at the caller of Encoder.load
         return usable[0]
     if present:  # the bundle has it, the engine's package is missing
         raise _missing_engine(present[0].engine)
