@@ -141,18 +141,7 @@ def load_source(source: str, max_seq_length: int | None = None, pooling: str | N
             f"one sentence embedding is not recorded; pass --pooling {'|'.join(POOLING_MODES)} as the model "
             "was trained (its model card says; sentence-transformers would silently assume mean)"
         )
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError as err:
-        raise missing_extra("sentence-transformers", "export", "embedrt export") from err
-    _quiet_transformers()
-    try:
-        model = SentenceTransformer(
-            str(directory), device="cpu", model_kwargs={"attn_implementation": "eager"}, local_files_only=True
-        )
-    except Exception as err:
-        raise ExportError(f"sentence-transformers could not load {directory}: {str(err).splitlines()[0]}") from err
-    model.eval()
+    model = _sentence_transformer(directory)
     if plain and len(model) > 1:  # sentence-transformers built Transformer, Pooling(mean): pool as asked
         pooling_module: Any = model[1]
         pooling_module.pooling_mode = pooling
@@ -180,8 +169,6 @@ def load_source(source: str, max_seq_length: int | None = None, pooling: str | N
     tokenizer = model.tokenizer
     if not getattr(tokenizer, "is_fast", False):
         raise ExportError(f"{source}: the tokenizer has no fast (Rust) version; embedrt needs tokenizer.json")
-    prompts = {str(name): str(text) for name, text in (getattr(model, "prompts", None) or {}).items()}
-    default_prompt = getattr(model, "default_prompt_name", None)
     length = int(model.max_seq_length or config.max_position_embeddings)
     notes: tuple[str, ...] = ()
     if plain:
@@ -200,11 +187,37 @@ def load_source(source: str, max_seq_length: int | None = None, pooling: str | N
         num_layers=int(config.num_hidden_layers),
         hidden_size=int(config.hidden_size),
         num_heads=int(config.num_attention_heads),
-        prompts=prompts,
-        default_prompt_name=str(default_prompt) if default_prompt in prompts else None,
-        similarity_fn_name=str(getattr(model, "similarity_fn_name", None) or "cosine"),
         notes=notes,
+        **_prompt_facts(model),
     )
+
+
+def _prompt_facts(model: Any) -> dict[str, Any]:
+    """Prompts, default prompt and similarity function from ``config_sentence_transformers.json``."""
+    prompts = {str(name): str(text) for name, text in (getattr(model, "prompts", None) or {}).items()}
+    default = getattr(model, "default_prompt_name", None)
+    return {
+        "prompts": prompts,
+        "default_prompt_name": str(default) if default in prompts else None,
+        "similarity_fn_name": str(getattr(model, "similarity_fn_name", None) or "cosine"),
+    }
+
+
+def _sentence_transformer(directory: Path) -> Any:
+    """``SentenceTransformer(directory)`` on the CPU, eager attention, nothing downloaded; errors in one line."""
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as err:
+        raise missing_extra("sentence-transformers", "export", "embedrt export") from err
+    _quiet_transformers()
+    try:
+        model = SentenceTransformer(
+            str(directory), device="cpu", model_kwargs={"attn_implementation": "eager"}, local_files_only=True
+        )
+    except Exception as err:
+        raise ExportError(f"sentence-transformers could not load {directory}: {str(err).splitlines()[0]}") from err
+    model.eval()
+    return model
 
 
 def _pipeline_of(model: Any, source: str) -> tuple[Pooling, bool]:
