@@ -92,6 +92,12 @@ class Manifest:
     architecture: dict[str, Any] = field(default_factory=dict)
     engines: list[dict[str, Any]] = field(default_factory=list)
     embedrt_version: str = ""
+    #: The source model's prompts (``config_sentence_transformers.json``): name -> text put before each input.
+    prompts: dict[str, str] = field(default_factory=dict)
+    #: The prompt ``encode`` uses when the caller names none (``None``: no prompt).
+    default_prompt_name: str | None = None
+    #: How ``Encoder.similarity`` scores two embeddings: cosine, dot, euclidean or manhattan (as the source).
+    similarity_fn_name: str = "cosine"
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -134,11 +140,30 @@ class Manifest:
                 architecture=dict(data.get("architecture") or {}),
                 engines=list(data.get("engines") or []),
                 embedrt_version=str(data.get("embedrt_version", "")),
+                **_prompt_fields(data),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise BundleError(
                 f"{where} is malformed ({type(err).__name__}: {err}); re-export the bundle with `embedrt export`"
             ) from err
+
+
+#: Similarity functions a manifest may name (those of sentence-transformers' ``SimilarityFunction``).
+SIMILARITY_FUNCTIONS = ("cosine", "dot", "euclidean", "manhattan")
+
+
+def _prompt_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """Prompts, default prompt and similarity function of a manifest; bundles older than them get the defaults."""
+    prompts = data.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
+        raise ValueError("prompts must map names to strings")
+    default = data.get("default_prompt_name")
+    if default is not None and default not in prompts:
+        raise ValueError(f"default_prompt_name {default!r} is not one of the prompts ({', '.join(prompts)})")
+    similarity = str(data.get("similarity_fn_name") or "cosine")
+    if similarity not in SIMILARITY_FUNCTIONS:
+        raise ValueError(f"similarity_fn_name {similarity!r} is not one of {', '.join(SIMILARITY_FUNCTIONS)}")
+    return {"prompts": dict(prompts), "default_prompt_name": default, "similarity_fn_name": similarity}
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -39,5 +39,9 @@ def missing_extra(package: str, extra: str, purpose: str) -> MissingExtraError:
     return MissingExtraError(f'{purpose} needs {package}: pip install "embedrt[{extra}]"')
 
 
+class EmbedrtWarning(UserWarning):
+    """Something runs, but not the way the caller probably wants; the message says what to do instead."""
+
+
 class InputTypeError(InputError, TypeError):
     """An input item has the wrong type (e.g. ``None`` where a string was expected)."""

@@ -142,3 +142,15 @@ def add_normalize(parser: argparse.ArgumentParser) -> None:
         "--normalize", dest="normalize", action="store_true", default=None, help="L2-normalize (default: as the model)"
     )
     group.add_argument("--no-normalize", dest="normalize", action="store_false", help="do not L2-normalize")
+
+
+def add_prompt(parser: argparse.ArgumentParser) -> None:
+    """``--prompt-name NAME`` / ``--prompt TEXT``: what goes before each text; neither follows the bundle's default."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--prompt-name",
+        metavar="NAME",
+        help="put the bundle's prompt NAME before each text (`embedrt info` lists them; default: the source "
+        "model's default prompt, if it has one)",
+    )
+    group.add_argument("--prompt", metavar="TEXT", help="put TEXT before each text (instead of a named prompt)")

@@ -248,7 +248,7 @@ def test_cli_subprocess_with_progress_and_stdin(tiny_bundle, expected, tmp_path)
     )
     err = result.stderr.decode()
     assert result.returncode == 0, err
-    assert "row/s" in err and f"wrote {len(TEXTS)} x" in err
+    assert "rows/s" in err and f"wrote {len(TEXTS)} x" in err
     np.testing.assert_allclose(read_parquet(out)[1], expected, atol=1e-6)
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from embedrt.errors import EmbedrtError
+from embedrt.errors import EmbedrtError, EmbedrtWarning
 
 PROG = "embedrt"
 #: Command modules of this package, in the order ``embedrt --help`` lists them.
@@ -39,8 +40,22 @@ def build_parser() -> Parser:
     return parser
 
 
+def _one_line_warnings() -> None:
+    """embedrt's own warnings print like its errors, ``embedrt: warning: ...``; others keep Python's format."""
+    default = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, EmbedrtWarning):
+            print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            default(message, category, *args, **kwargs)
+
+    warnings.showwarning = show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; the exit status is returned (0 ok, 1 user error, 130 interrupted)."""
+    _one_line_warnings()
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as done:  # --help, --version, or a usage error already printed

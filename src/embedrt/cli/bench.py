@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
+from embedrt.cli.console import say
 from embedrt.options import BATCH_SIZE, ENGINE_LIST, PRECISION_LIST, THREADS, add_option, whole_number
 
 
@@ -31,17 +33,40 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from embedrt.tools.bench import BenchResult, BenchSettings, format_table, int8_note, run_bench
+    from embedrt.tools.bench import BenchResult, BenchSettings, int8_note, run_bench, table_row
 
     settings = BenchSettings(
         batch_size=args.batch_size, threads=args.threads, rounds=args.rounds, max_batch_tokens=args.max_batch_tokens
     )
-    report = run_bench(args.bundle, args.precision, args.data, settings, engines=args.engine)
-    if args.json:
+    if args.json:  # one JSON object at the end; what is being measured goes to stderr meanwhile
+
+        def started(report: dict[str, Any]) -> None:
+            say(f"measuring {', '.join(report['variants'])}, each in a fresh process")
+
+        def measured(result: BenchResult) -> None:
+            say(f"  {result.label}: {result.sentences_per_s:.1f} sent/s, batch-1 p50 {result.latency_p50_ms:.2f} ms")
+
+        report = run_bench(args.bundle, args.precision, args.data, settings, args.engine, started, measured)
         print(json.dumps(report, ensure_ascii=False))
         return 0
-    machine, workload = report["machine"], report["workload"]
-    results = [BenchResult(**r) for r in report["results"].values()]
+
+    def row(result: BenchResult) -> None:
+        print(table_row(result), flush=True)
+
+    report = run_bench(args.bundle, args.precision, args.data, settings, args.engine, print_header, row)
+    if report["fastest"]:
+        print(report["fastest"])
+    note = int8_note(report["machine"]["isa"], [r["precision"] for r in report["results"].values()])
+    if note:
+        print(note)
+    return 0
+
+
+def print_header(report: dict[str, Any]) -> None:
+    """What the run measures, and the table's header, before the first row (each row takes a while)."""
+    from embedrt.tools.bench import table_header
+
+    machine, workload, settings = report["machine"], report["workload"], report["settings"]
     print(f"bundle    {report['bundle']}")
     print(
         f"machine   {machine['cpu']} ({machine['isa']}), {machine['usable_cores']} usable cores, "
@@ -52,13 +77,8 @@ def run(args: argparse.Namespace) -> int:
         f"(p95 {workload['p95_tokens']}, max {workload['max_tokens']}), {workload['gflop_per_text']} GFLOP each"
     )
     print(
-        f"settings  batch {settings.batch_size}, threads {results[0].threads if results else settings.threads}, "
-        f"best of {settings.rounds} passes; latency = batch-1 encode, {settings.latency_samples} calls"
+        f"settings  batch {settings['batch_size']}, threads {settings['threads'] or machine['usable_cores']}, "
+        f"best of {settings['rounds']} passes; latency = batch-1 encode, {settings['latency_samples']} calls"
     )
-    print(format_table(results))
-    if report["fastest"]:
-        print(report["fastest"])
-    note = int8_note(machine["isa"], [r.precision for r in results])
-    if note:
-        print(note)
-    return 0
+    print(f"measuring {', '.join(report['variants'])}, each in a fresh process", flush=True)
+    print(table_header(), flush=True)

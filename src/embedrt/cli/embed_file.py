@@ -14,6 +14,7 @@ from embedrt.options import (
     THREADS,
     add_normalize,
     add_option,
+    add_prompt,
     whole_number,
 )
 
@@ -48,6 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-bad-rows", action="store_true", help="skip rows that cannot be embedded and count them")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
     add_normalize(p)
+    add_prompt(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     p.set_defaults(run=run)
 
@@ -66,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         chunk_rows=args.chunk_size,
         batch_size=args.batch_size,
         normalize=args.normalize,
+        prompt_name=args.prompt_name,
+        prompt=args.prompt,
     )
     check_output(job)
     encoder = Encoder.load(

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from embedrt.cli.console import say
-from embedrt.options import BATCH_SIZE, DEVICE, ENGINE, PRECISION, THREADS, add_normalize, add_option
+from embedrt.options import BATCH_SIZE, DEVICE, ENGINE, PRECISION, THREADS, add_normalize, add_option, add_prompt
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_option(p, BATCH_SIZE, default=32)
     add_option(p, THREADS)
     add_normalize(p)
+    add_prompt(p)
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(run=run)
 
@@ -40,12 +41,21 @@ def run(args: argparse.Namespace) -> int:
     if args.input:
         texts.extend(read_lines(args.input))
     if not texts:
+        if args.input:
+            raise InputError(f"nothing to encode: {args.input} has no lines; give it one text per line")
         raise InputError("nothing to encode: give TEXT arguments or --input FILE")
     encoder = Encoder.load(
         args.bundle, precision=args.precision, engine=args.engine, device=args.device, threads=args.threads
     )
     show = args.input is not None and sys.stderr.isatty() and not args.quiet
-    embeddings = encoder.encode(texts, batch_size=args.batch_size, normalize=args.normalize, show_progress_bar=show)
+    embeddings = encoder.encode(
+        texts,
+        batch_size=args.batch_size,
+        normalize=args.normalize,
+        show_progress_bar=show,
+        prompt_name=args.prompt_name,
+        prompt=args.prompt,
+    )
     if args.output:
         write_npy_atomic(Path(args.output), embeddings)
         if not args.quiet:
@@ -54,5 +64,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         out = sys.stdout
         for row in embeddings:
-            out.write(json.dumps([round(float(x), 7) for x in row]) + "\n")
+            out.write(json_row(row) + "\n")
     return 0
+
+
+def json_row(row: Any) -> str:
+    """A float32 vector as a JSON array of each value's shortest decimal that reads back as the same float32.
+
+    What the server sends; rounding (to 7 decimals, say) would change the low bits of small values.
+    """
+    return "[" + ",".join(str(value) for value in row) + "]"

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 
 from embedrt.cli.console import say
-from embedrt.export.load import DEFAULT_SOURCE
+from embedrt.export.load import DEFAULT_SOURCE, POOLING_MODES
 from embedrt.options import ENGINE_LIST, PRECISION_LIST, add_option, whole_number
+
+POOLING_CHOICES = tuple(POOLING_MODES)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +34,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(default: 640 built-in Chinese and English texts)",
     )
     p.add_argument("--max-seq-length", type=whole_number(1), metavar="N", help="override the model's max_seq_length")
+    p.add_argument(
+        "--pooling",
+        choices=POOLING_CHOICES,
+        help="how a plain Hugging Face model (no modules.json) pools tokens, as it was trained; required for one",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
     p.add_argument("--allow-unfused", action="store_true", help="accept a graph whose attention did not fuse")
     p.add_argument("--fp32-min-cos", type=float, default=0.99999, help="fp32 parity gate (default 0.99999)")
@@ -53,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         calibration=args.calibration,
         bf16_min_cos=args.bf16_min_cos,
         max_seq_length=args.max_seq_length,
+        pooling=args.pooling,
         allow_unfused=args.allow_unfused,
         fp32_min_cos=args.fp32_min_cos,
         int8_mean_cos=args.int8_mean_cos,

@@ -32,6 +32,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"dim            {manifest.dim}")
     print(f"max_seq_length {manifest.max_seq_length}")
     print(f"pooling        {manifest.pooling.value}{' + normalize' if manifest.normalize else ''}")
+    if manifest.prompts:
+        shown = ", ".join(f"{name}={text!r}" for name, text in manifest.prompts.items())
+        default = f" (default: {manifest.default_prompt_name})" if manifest.default_prompt_name else ""
+        print(f"prompts        {shown}{default}")
+    if manifest.similarity_fn_name != "cosine":
+        print(f"similarity     {manifest.similarity_fn_name}")
     print(f"format         {manifest.format_version} (embedrt {manifest.embedrt_version or '?'})")
     print("variants")
     for name, variant in manifest.variants.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -32,6 +32,11 @@ class SourceModel:
     num_layers: int
     hidden_size: int
     num_heads: int
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+    similarity_fn_name: str = "cosine"
+    #: What was assumed rather than read from the model's files, said during the export.
+    notes: tuple[str, ...] = ()
 
     @property
     def transformer(self) -> Any:
@@ -120,38 +125,32 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def load_source(source: str, max_seq_length: int | None = None) -> SourceModel:
-    """Load a sentence-transformers model on the CPU with eager attention (what fuses in ONNX)."""
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError as err:
-        raise missing_extra("sentence-transformers", "export", "embedrt export") from err
-    directory = resolve_source(source)
-    _quiet_transformers()
-    try:
-        model = SentenceTransformer(
-            str(directory), device="cpu", model_kwargs={"attn_implementation": "eager"}, local_files_only=True
-        )
-    except Exception as err:
-        raise ExportError(f"sentence-transformers could not load {directory}: {str(err).splitlines()[0]}") from err
-    model.eval()
+def load_source(source: str, max_seq_length: int | None = None, pooling: str | None = None) -> SourceModel:
+    """Load a sentence-transformers model on the CPU with eager attention (what fuses in ONNX).
 
-    names = [type(module).__name__ for module in model]
-    if not names or names[0] != "Transformer" or not hasattr(model[0], "auto_model"):
-        raise ExportError(f"{source}: expected a Transformer first module, found {names}")
-    pooling: Pooling | None = None
-    normalize = False
-    for module, name in zip(list(model)[1:], names[1:], strict=True):
-        if name == "Pooling":
-            pooling = _pooling_of(module)
-        elif name == "Normalize":
-            normalize = True
-        else:
-            raise ExportError(
-                f"{source}: module {name} is not supported (embedrt runs Transformer, Pooling, Normalize)"
-            )
-    if pooling is None:
-        raise ExportError(f"{source}: no Pooling module; embedrt needs one to make sentence embeddings")
+    The source is found first (a wrong path fails in milliseconds, before torch is imported). A plain
+    Hugging Face model (no ``modules.json``) does not say how it pools, so ``pooling`` must name it.
+    """
+    directory = resolve_source(source)
+    plain = not (directory / "modules.json").is_file()
+    if pooling is not None and pooling not in POOLING_MODES:
+        raise ExportError(f"--pooling {pooling!r} is not one of: {', '.join(POOLING_MODES)}")
+    if plain and pooling is None:
+        raise ExportError(
+            f"{source} has no modules.json (a plain Hugging Face model), so how it turns token embeddings into "
+            f"one sentence embedding is not recorded; pass --pooling {'|'.join(POOLING_MODES)} as the model "
+            "was trained (its model card says; sentence-transformers would silently assume mean)"
+        )
+    model = _sentence_transformer(directory)
+    if plain and len(model) > 1:  # sentence-transformers built Transformer, Pooling(mean): pool as asked
+        pooling_module: Any = model[1]
+        pooling_module.pooling_mode = pooling
+    pooled, normalize = _pipeline_of(model, source)
+    if pooling is not None and not plain and pooled.value != pooling:
+        raise ExportError(
+            f"--pooling {pooling} contradicts {source}'s modules.json ({pooled.value}); drop --pooling, which is "
+            "only for plain Hugging Face models"
+        )
 
     first: Any = model[0]  # the Transformer module; typed loosely, like the Hugging Face config it holds
     config: Any = first.auto_model.config
@@ -170,15 +169,78 @@ def load_source(source: str, max_seq_length: int | None = None) -> SourceModel:
     tokenizer = model.tokenizer
     if not getattr(tokenizer, "is_fast", False):
         raise ExportError(f"{source}: the tokenizer has no fast (Rust) version; embedrt needs tokenizer.json")
+    length = int(model.max_seq_length or config.max_position_embeddings)
+    notes: tuple[str, ...] = ()
+    if plain:
+        notes = (
+            f"{source} has no modules.json: pooling {pooling} (from --pooling), no normalization, max_seq_length "
+            f"{length} (from its tokenizer and config; --max-seq-length changes it)",
+        )
     return SourceModel(
         model=model,
         source=source,
-        pooling=pooling,
+        pooling=pooled,
         normalize=normalize,
-        max_seq_length=int(model.max_seq_length or config.max_position_embeddings),
+        max_seq_length=length,
         dim=int(model.get_embedding_dimension() or config.hidden_size),
         do_lower_case=bool(getattr(model[0], "do_lower_case", False)),
         num_layers=int(config.num_hidden_layers),
         hidden_size=int(config.hidden_size),
         num_heads=int(config.num_attention_heads),
+        notes=notes,
+        **_prompt_facts(model),
     )
+
+
+def _prompt_facts(model: Any) -> dict[str, Any]:
+    """Prompts, default prompt and similarity function from ``config_sentence_transformers.json``."""
+    prompts = {str(name): str(text) for name, text in (getattr(model, "prompts", None) or {}).items()}
+    default = getattr(model, "default_prompt_name", None)
+    return {
+        "prompts": prompts,
+        "default_prompt_name": str(default) if default in prompts else None,
+        "similarity_fn_name": str(getattr(model, "similarity_fn_name", None) or "cosine"),
+    }
+
+
+def _sentence_transformer(directory: Path) -> Any:
+    """``SentenceTransformer(directory)`` on the CPU, eager attention, nothing downloaded; errors in one line."""
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as err:
+        raise missing_extra("sentence-transformers", "export", "embedrt export") from err
+    _quiet_transformers()
+    try:
+        model = SentenceTransformer(
+            str(directory), device="cpu", model_kwargs={"attn_implementation": "eager"}, local_files_only=True
+        )
+    except Exception as err:
+        raise ExportError(f"sentence-transformers could not load {directory}: {str(err).splitlines()[0]}") from err
+    model.eval()
+    return model
+
+
+def _pipeline_of(model: Any, source: str) -> tuple[Pooling, bool]:
+    """The pooling and whether a Normalize module follows, from the modules after the Transformer."""
+    names = [type(module).__name__ for module in model]
+    if not names or names[0] != "Transformer" or not hasattr(model[0], "auto_model"):
+        raise ExportError(f"{source}: expected a Transformer first module, found {names}")
+    pooling: Pooling | None = None
+    normalize = False
+    for module, name in zip(list(model)[1:], names[1:], strict=True):
+        if name == "Pooling":
+            pooling = _pooling_of(module)
+            if getattr(module, "include_prompt", True) is False:
+                raise ExportError(
+                    f"{source}: its Pooling leaves prompt tokens out (include_prompt=false), which embedrt does "
+                    "not reproduce; it pools every token"
+                )
+        elif name == "Normalize":
+            normalize = True
+        else:
+            raise ExportError(
+                f"{source}: module {name} is not supported (embedrt runs Transformer, Pooling, Normalize)"
+            )
+    if pooling is None:
+        raise ExportError(f"{source}: no Pooling module; embedrt needs one to make sentence embeddings")
+    return pooling, normalize

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -66,6 +66,8 @@ class ExportSettings:
     #: Engines to build variants for: ONNX Runtime (fused ONNX), OpenVINO (IR), or both.
     engines: tuple[str, ...] = (DEFAULT_ENGINE,)
     max_seq_length: int | None = None
+    #: How a plain Hugging Face model (no modules.json) pools: mean, cls or max; required for one.
+    pooling: str | None = None
     allow_unfused: bool = False
     fp32_min_cos: float = 0.99999
     int8_mean_cos: float = 0.99
@@ -127,10 +129,25 @@ def _prepare_destination(output: Path, force: bool) -> None:
     )
 
 
+def _new_directory(parent: Path, prefix: str) -> Path:
+    """A new uniquely named directory, with the mode any directory the user makes gets (umask applied).
+
+    Not ``tempfile.mkdtemp``: its 0700 would travel with the rename, and a bundle exported by one user
+    could then not be read by the service user that runs it.
+    """
+    while True:
+        path = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+
+
 def _swap_into_place(staging: Path, output: Path) -> None:
     """Rename the finished staging directory to ``output``, replacing an old bundle only at the end."""
     if output.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+        old = _new_directory(output.parent, f".{output.name}.old-")
         os.replace(output, old / output.name)
         os.replace(staging, output)
         shutil.rmtree(old, ignore_errors=True)
@@ -157,8 +174,10 @@ def export_bundle(
 
     name = os.fspath(source) if source is not None else DEFAULT_SOURCE  # a Path is fine; the manifest keeps text
     say(f"loading {name}")
-    model = load_source(name, settings.max_seq_length)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    model = load_source(name, settings.max_seq_length, settings.pooling)
+    for note in model.notes:
+        say(note)
+    staging = _new_directory(output.parent, f".{output.name}.partial-")
     try:
         manifest = _build(model, staging, settings, say)
         _swap_into_place(staging, output)
@@ -226,6 +245,9 @@ def _build(model: SourceModel, staging: Path, settings: ExportSettings, say: Cal
         variants=variants,
         architecture=model.architecture,
         embedrt_version=__version__,
+        prompts=model.prompts,
+        default_prompt_name=model.default_prompt_name,
+        similarity_fn_name=model.similarity_fn_name,
     )
     write_manifest(staging, manifest)  # provisional: the runtime reads it to measure parity
 

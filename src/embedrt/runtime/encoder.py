@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from tokenizers import Encoding
 
 from embedrt.bundle import Bundle, Manifest
-from embedrt.errors import InputError, InputTypeError
+from embedrt.errors import EmbedrtWarning, InputError, InputTypeError
 from embedrt.runtime.backends.base import Backend
 from embedrt.runtime.backends.select import Choice, choose, open_backend
 from embedrt.runtime.batching import pad_batch, plan_batches
 from embedrt.runtime.cache import EmbeddingCache
+from embedrt.runtime.outputs import finish, output_options
 from embedrt.runtime.pooling import l2_normalize, pool
+from embedrt.runtime.similarity import similarity
 from embedrt.runtime.tokenizer import TextTokenizer
 
 
@@ -61,6 +65,8 @@ class Encoder:
         self.tokenizer = tokenizer
         #: Vectors of texts seen before (``Encoder.load(cache_size=N)``); ``None`` when off.
         self.cache = cache
+        #: The device it was loaded for (``Encoder.load(device=...)``).
+        self.device = "cpu"
 
     @classmethod
     def load(
@@ -104,7 +110,9 @@ class Encoder:
             opened, choice, device, threads, verify=verify, spin=spin, batch_invariant=batch_invariant
         )
         cache = EmbeddingCache(cache_size, manifest.dim, manifest.max_seq_length) if cache_size else None
-        return cls(opened, choice, backend, tokenizer, cache)
+        encoder = cls(opened, choice, backend, tokenizer, cache)
+        encoder.device = device
+        return encoder
 
     @property
     def dim(self) -> int:
@@ -145,40 +153,169 @@ class Encoder:
         normalize: bool | None = None,
         show_progress_bar: bool | None = None,
         max_batch_tokens: int | None = None,
+        *,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        normalize_embeddings: bool = False,
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        output_value: str | None = "sentence_embedding",
+        precision: str = "float32",
+        truncate_dim: int | None = None,
+        device: str | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> np.ndarray:
         """Embed texts as float32 ``(len(texts), dim)``; a single string gives ``(dim,)``.
 
-        ``normalize=None`` follows the bundle (the source model's Normalize module). Texts are
-        batched by token length and returned in the caller's order.
+        ``normalize=None`` follows the bundle (the source model's Normalize module); ``True``/``False``
+        overrides it. Texts are batched by token length and returned in the caller's order.
+
+        The keyword arguments after ``*`` are ``SentenceTransformer.encode``'s, with its meaning:
+        ``prompt_name`` (one of the bundle's :attr:`prompts`) or ``prompt`` (text) is put before every
+        text, and without either the bundle's ``default_prompt_name`` applies; ``normalize_embeddings=True``
+        L2-normalizes (``False`` leaves the model's own Normalize in place); ``truncate_dim`` keeps the first
+        dimensions (then normalizes, if asked); ``precision`` "binary"/"ubinary" packs sign bits.
+        ``convert_to_tensor=True`` or ``convert_to_numpy=False`` (torch tensors), ``output_value`` other
+        than "sentence_embedding", int8/uint8 ``precision`` and ``device`` other than the one loaded are
+        refused with :class:`InputError`. ``progress`` is called with the number of texts each finished
+        batch held (cache hits first).
         """
         single = isinstance(texts, str)
         items = validate_texts(texts)
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        if device is not None and device != self.device:
+            raise InputError(
+                f"encode(device={device!r}): this encoder runs on {self.device!r}; the device is chosen when "
+                f"loading: Encoder.load(bundle, device={device!r})"
+            )
+        if normalize_embeddings and normalize is False:
+            raise InputError("normalize=False and normalize_embeddings=True contradict each other; pass one")
+        options = output_options(
+            self.dim, normalize_embeddings, convert_to_numpy, convert_to_tensor, output_value, precision, truncate_dim
+        )
+        prefix = self.prompt_text(prompt_name, prompt)
+        if prefix:
+            items = [prefix + item for item in items]
+        if normalize_embeddings and options.truncate_dim is None:
+            normalize = True
         normalized = self.manifest.normalize if normalize is None else normalize
+        output = self._embed(items, batch_size, normalized, bool(show_progress_bar), max_batch_tokens, progress)
+        output = finish(output, options)
+        return output[0] if single else output
+
+    def _embed(
+        self,
+        items: list[str],
+        batch_size: int,
+        normalized: bool,
+        show_progress_bar: bool,
+        max_batch_tokens: int | None,
+        progress: Callable[[int], None] | None,
+    ) -> np.ndarray:
+        """float32 ``(len(items), dim)``: cached vectors, then length-sorted batches through the engine."""
         output = np.empty((len(items), self.dim), dtype=np.float32)
         encodings = self.tokenize(items) if items else []
         todo = list(range(len(items)))
         keys: list[tuple[bool, bytes]] = []
         if self.cache is not None and encodings:
             keys, todo = self.cache.fill([encoding.ids for encoding in encodings], normalized, output)
-        if todo:
-            progress = None
-            if show_progress_bar:
-                from tqdm.auto import tqdm
+        if progress is not None and len(todo) < len(items):
+            progress(len(items) - len(todo))
+        if not todo:
+            return output
+        bar = None
+        if show_progress_bar:
+            from tqdm.auto import tqdm
 
-                progress = tqdm(total=len(todo), desc="Embedding", unit="text")
-            for batch in self.batches([encodings[i] for i in todo], batch_size, max_batch_tokens):
-                rows = [todo[position] for position in batch.positions]
-                vectors = self.run_batch(batch, normalized)
-                output[rows] = vectors
-                if self.cache is not None:
-                    self.cache.put_many([keys[row] for row in rows], vectors)
-                if progress is not None:
-                    progress.update(len(rows))
+            bar = tqdm(total=len(todo), desc="Embedding", unit="text")
+        for batch in self.batches([encodings[i] for i in todo], batch_size, max_batch_tokens):
+            rows = [todo[position] for position in batch.positions]
+            vectors = self.run_batch(batch, normalized)
+            output[rows] = vectors
+            if self.cache is not None:
+                self.cache.put_many([keys[row] for row in rows], vectors)
+            if bar is not None:
+                bar.update(len(rows))
             if progress is not None:
-                progress.close()
-        return output[0] if single else output
+                progress(len(rows))
+        if bar is not None:
+            bar.close()
+        return output
+
+    def encode_query(self, texts: str | Iterable[str], **kwargs: Any) -> np.ndarray:
+        """``encode`` with the bundle's "query" prompt when the caller gives none (as sentence-transformers)."""
+        return self.encode(texts, **self._task_prompt(("query",), kwargs))
+
+    def encode_document(self, texts: str | Iterable[str], **kwargs: Any) -> np.ndarray:
+        """``encode`` with the first of the "document", "passage", "corpus" prompts the bundle has, as
+        ``SentenceTransformer.encode_document`` does, when the caller gives none."""
+        return self.encode(texts, **self._task_prompt(("document", "passage", "corpus"), kwargs))
+
+    def _task_prompt(self, names: Sequence[str], kwargs: dict[str, Any]) -> dict[str, Any]:
+        if kwargs.get("prompt_name") is None and kwargs.get("prompt") is None:
+            found = next((name for name in names if name in self.manifest.prompts), None)
+            if found is not None:
+                return {**kwargs, "prompt_name": found}
+        return kwargs
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        """The source model's prompts, name -> text (``config_sentence_transformers.json``)."""
+        return dict(self.manifest.prompts)
+
+    @property
+    def default_prompt_name(self) -> str | None:
+        return self.manifest.default_prompt_name
+
+    def prompt_text(self, prompt_name: str | None = None, prompt: str | None = None) -> str:
+        """The text put before each input, as sentence-transformers resolves it ("" for none).
+
+        ``prompt`` wins over ``prompt_name`` (with a warning, as sentence-transformers warns); a name the
+        bundle does not define raises :class:`InputError` listing those it does; neither given: the
+        bundle's default prompt, if it has one.
+        """
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise InputTypeError(f"prompt must be a string, got {type(prompt).__name__}")
+            if prompt_name is not None:
+                warnings.warn(
+                    f"both prompt and prompt_name={prompt_name!r} given: using prompt, ignoring prompt_name "
+                    "(as sentence-transformers does); pass one",
+                    EmbedrtWarning,
+                    stacklevel=3,
+                )
+            return prompt
+        if prompt_name is None:
+            default = self.manifest.default_prompt_name
+            return self.manifest.prompts.get(default, "") if default is not None else ""
+        if prompt_name not in self.manifest.prompts:
+            names = ", ".join(repr(name) for name in self.manifest.prompts)
+            have = f"it has: {names}" if names else "its source model defines none"
+            raise InputError(
+                f"unknown prompt_name {prompt_name!r} (bundle {self.bundle.root}: {have}); "
+                "pass one of those, or the text itself as prompt"
+            )
+        return self.manifest.prompts[prompt_name]
+
+    def get_sentence_embedding_dimension(self) -> int:
+        """The size of the vectors ``encode`` returns (sentence-transformers' name for :attr:`dim`)."""
+        return self.dim
+
+    get_embedding_dimension = get_sentence_embedding_dimension
+
+    @property
+    def similarity_fn_name(self) -> str:
+        """The source model's similarity function (cosine unless its config says otherwise)."""
+        return self.manifest.similarity_fn_name
+
+    def similarity(self, embeddings1: Any, embeddings2: Any) -> np.ndarray:
+        """float32 ``(len(embeddings1), len(embeddings2))`` scores with :attr:`similarity_fn_name`.
+
+        As ``SentenceTransformer.similarity``, but a NumPy array: cosine (the default), dot, or the
+        negative euclidean or manhattan distance. One vector ``(dim,)`` counts as one row.
+        """
+        return similarity(embeddings1, embeddings2, self.manifest.similarity_fn_name)
 
     def __repr__(self) -> str:
         return (

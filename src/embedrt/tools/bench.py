@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -294,20 +294,26 @@ def describe_workload(bundle: str, texts: Sequence[str], data: str | None) -> di
     }
 
 
-def format_table(results: Sequence[BenchResult]) -> str:
-    """A fixed-width table, one row per engine and precision."""
-    header = (
+def table_header() -> str:
+    """The header line of :func:`format_table`."""
+    return (
         f"{'variant':14s} {'sent/s':>8s} {'tokens/s':>9s} {'GFLOP/s':>8s} {'p50 ms':>7s} {'p95 ms':>7s} "
         f"{'p99 ms':>7s} {'cold s':>7s} {'RSS MB':>7s}"
     )
-    rows = [header]
-    for r in results:
-        rss = f"{r.peak_rss_mb:7.0f}" if r.peak_rss_mb is not None else f"{'-':>7s}"
-        rows.append(
-            f"{r.label:14s} {r.sentences_per_s:8.1f} {r.tokens_per_s:9.0f} {r.gflops_per_s:8.1f} "
-            f"{r.latency_p50_ms:7.2f} {r.latency_p95_ms:7.2f} {r.latency_p99_ms:7.2f} {r.cold_start_s:7.2f} {rss}"
-        )
-    return "\n".join(rows)
+
+
+def table_row(r: BenchResult) -> str:
+    """One engine and precision's line of :func:`format_table`."""
+    rss = f"{r.peak_rss_mb:7.0f}" if r.peak_rss_mb is not None else f"{'-':>7s}"
+    return (
+        f"{r.label:14s} {r.sentences_per_s:8.1f} {r.tokens_per_s:9.0f} {r.gflops_per_s:8.1f} "
+        f"{r.latency_p50_ms:7.2f} {r.latency_p95_ms:7.2f} {r.latency_p99_ms:7.2f} {r.cold_start_s:7.2f} {rss}"
+    )
+
+
+def format_table(results: Sequence[BenchResult]) -> str:
+    """A fixed-width table, one row per engine and precision."""
+    return "\n".join([table_header(), *(table_row(r) for r in results)])
 
 
 def fastest(results: Sequence[BenchResult]) -> str:
@@ -329,14 +335,29 @@ def run_bench(
     data: str | None,
     settings: BenchSettings,
     engines: Sequence[str] | None = None,
+    on_start: Callable[[dict[str, Any]], None] | None = None,
+    on_result: Callable[[BenchResult], None] | None = None,
 ) -> dict[str, Any]:
-    """Benchmark each engine and precision of ``bundle`` (default: every one this CPU runs); a JSON-ready report."""
+    """Benchmark each engine and precision of ``bundle`` (default: every one this CPU runs); a JSON-ready report.
+
+    ``on_start`` gets the report without results before the first measurement, ``on_result`` each row
+    as it finishes (a row takes a minute or more), so a caller can print them as they come.
+    """
     from embedrt.bundle import Bundle
     from embedrt.runtime.backends.select import cpu_choices
 
     opened = Bundle.open(bundle)
     chosen = cpu_choices(opened, precisions, engines)
     texts = load_workload(data)
+    report: dict[str, Any] = {
+        "bundle": str(opened.root),
+        "machine": machine_facts(),
+        "workload": describe_workload(str(opened.root), texts, data),
+        "settings": asdict(settings),
+        "variants": [choice.label for choice in chosen],
+    }
+    if on_start is not None:
+        on_start(report)
     if data is not None:
         # The worker reads the same cleaned texts from a private copy (stdin files cannot be re-read).
         handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt", delete=False)
@@ -345,19 +366,17 @@ def run_bench(
         worker_data: str | None = handle.name
     else:
         worker_data = None
+    results = []
     try:
-        results = [bench_choice(str(opened.root), choice, worker_data, settings) for choice in chosen]
+        for choice in chosen:
+            results.append(bench_choice(str(opened.root), choice, worker_data, settings))
+            if on_result is not None:
+                on_result(results[-1])
     finally:
         if worker_data is not None:
             Path(worker_data).unlink(missing_ok=True)
-    return {
-        "bundle": str(opened.root),
-        "machine": machine_facts(),
-        "workload": describe_workload(str(opened.root), texts, data),
-        "settings": asdict(settings),
-        "results": {r.label: asdict(r) for r in results},
-        "fastest": fastest(results),
-    }
+    del report["variants"]
+    return {**report, "results": {r.label: asdict(r) for r in results}, "fastest": fastest(results)}
 
 
 def int8_note(isa: str, precisions: Sequence[str]) -> str | None:

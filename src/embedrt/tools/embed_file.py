@@ -88,6 +88,9 @@ class EmbedFileJob:
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     batch_size: int = 32
     normalize: bool | None = None
+    #: What goes before each text (``Encoder.encode``'s); neither: the bundle's default prompt, if any.
+    prompt_name: str | None = None
+    prompt: str | None = None
 
 
 @dataclass
@@ -466,11 +469,33 @@ def _chunks(rows: Iterable[Row], job: EmbedFileJob, report: EmbedFileReport) -> 
         yield ids, texts, consumed
 
 
+def progress_bar(total: int | None) -> Any:
+    """A bar on standard error that moves with every batch: rows done, rows/s and, when the total is known, ETA."""
+    from tqdm.auto import tqdm
+
+    if total is None:
+        form = "{desc}: {n_fmt} rows [{elapsed}, {rate_fmt}]"
+    else:
+        form = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} rows [{elapsed}, ETA {remaining}, {rate_fmt}]"
+    return tqdm(
+        total=total,
+        unit="rows",
+        desc="embedding",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        smoothing=0.1,
+        bar_format=form,
+        mininterval=0.2,
+    )
+
+
 def embed_file(encoder: Any, job: EmbedFileJob, show_progress: bool = False) -> EmbedFileReport:
     """Embed every row of ``job.input`` into ``job.output`` with ``encoder`` (an :class:`embedrt.Encoder`)."""
     from contextlib import ExitStack
 
     output = check_output(job)
+    if job.prompt_name is not None:
+        encoder.prompt_text(job.prompt_name, job.prompt)  # an unknown name fails before anything is read
     report = EmbedFileReport(output=output)
     started = time.perf_counter()
     with ExitStack() as stack:
@@ -482,21 +507,23 @@ def embed_file(encoder: Any, job: EmbedFileJob, show_progress: bool = False) -> 
                 sink = ParquetSink(output, encoder.dim, id_type)
         except OSError as err:
             raise InputError(f"cannot write {err.filename or output}: {err.strerror or err}") from err
-        progress = None
-        if show_progress:
-            from tqdm.auto import tqdm
-
-            progress = stack.enter_context(
-                tqdm(total=total, unit="row", desc="embedding", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
-            )
+        progress = stack.enter_context(progress_bar(total)) if show_progress else None
+        moved = progress.update if progress is not None else None
         try:
             for ids, texts, consumed in _chunks(rows, job, report):
                 if texts:
-                    vectors = encoder.encode(texts, batch_size=job.batch_size, normalize=job.normalize)
+                    vectors = encoder.encode(
+                        texts,
+                        batch_size=job.batch_size,
+                        normalize=job.normalize,
+                        prompt_name=job.prompt_name,
+                        prompt=job.prompt,
+                        progress=moved,
+                    )
                     sink.write(ids, vectors)
                     report.rows += len(texts)
                 if progress is not None:
-                    progress.update(consumed)
+                    progress.update(consumed - len(texts))  # skipped rows; embedded ones moved it batch by batch
             if progress is not None and progress.total != progress.n:  # the count was an estimate
                 progress.total = progress.n
                 progress.refresh()

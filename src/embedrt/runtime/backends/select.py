@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from embedrt.bundle import DEFAULT_ENGINE, Bundle, split_variant_name, variant_name
-from embedrt.errors import BackendError, BundleError, InputError, MissingExtraError, missing_extra
+from embedrt.errors import (
+    BackendError,
+    BundleError,
+    EmbedrtWarning,
+    InputError,
+    MissingExtraError,
+    missing_extra,
+)
 from embedrt.runtime.backends.base import Backend
 from embedrt.runtime.backends.trt_engines import TRT_VARIANT
 from embedrt.runtime.devices import (
@@ -23,6 +31,11 @@ from embedrt.runtime.devices import (
 
 #: The Python package each engine needs, and the extra that installs it.
 ENGINE_PACKAGES = {"onnxruntime": ("onnxruntime", "cpu"), "openvino": ("openvino", "openvino")}
+#: Said whenever fp16 runs on a CPU: it is asked for by name only, never picked by ``auto`` or a default list.
+FP16_ON_CPU = (
+    "fp16 on the CPU is emulated (ONNX Runtime computes it through fp32 casts) and slower than fp32; "
+    "fp16 variants are for GPUs (device='cuda' or 'tensorrt'); on a CPU use int8 or fp32"
+)
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,8 @@ def choose(bundle: Bundle, precision: str = AUTO, engine: str = AUTO, device: st
     present = [option for option in options if option.variant in bundle.manifest.variants]
     usable = [option for option in present if engine != AUTO or _installed(option.engine)]
     if usable:
+        if device == "cpu" and usable[0].precision == "fp16":  # asked for by name: auto never picks it on a CPU
+            warnings.warn(FP16_ON_CPU, EmbedrtWarning, stacklevel=3)  # points at the caller of Encoder.load
         return usable[0]
     if present:  # the bundle has it, the engine's package is missing
         raise _missing_engine(present[0].engine)
@@ -120,7 +135,9 @@ def cpu_choices(
     """Every (engine, precision) of ``bundle`` to run on this CPU, for reports such as bench and eval.
 
     By default: each CPU variant whose engine is installed, and bf16 where OpenVINO's fp32 IR is there
-    and the CPU computes bf16 natively. Precisions or engines asked for by name must be runnable.
+    and the CPU computes bf16 natively; never fp16, which a CPU only emulates. Precisions or engines
+    asked for by name must be runnable, and each must give at least one row: a selection that matches
+    nothing is an error naming what the bundle has, never an empty report.
     """
     named_engines = engines is not None
     engine_list = list(engines) if engines is not None else [e for e in ENGINE_PACKAGES if _installed(e)]
@@ -131,7 +148,10 @@ def cpu_choices(
             raise _missing_engine(engine)
     if not engine_list:
         raise missing_extra("onnxruntime", "cpu", "running a bundle on the CPU")
-    wanted = list(precisions) if precisions is not None else list(DEVICE_PRECISIONS["cpu"])
+    for precision in precisions or ():
+        if precision not in RUN_PRECISIONS:
+            raise InputError(f"unknown precision {precision!r}; use one of: {', '.join(RUN_PRECISIONS)}")
+    wanted = list(precisions) if precisions is not None else [p for p in DEVICE_PRECISIONS["cpu"] if p != "fp16"]
     found = []
     for engine in engine_list:
         for precision in wanted:
@@ -143,13 +163,44 @@ def cpu_choices(
             if precision == "bf16" and precisions is None and not cpu_has_native_bf16():
                 continue
             found.append(choice)
-    for precision in precisions or ():
-        if precision not in RUN_PRECISIONS:
-            raise InputError(f"unknown precision {precision!r}; use one of: {', '.join(RUN_PRECISIONS)}")
-        if not any(choice.precision == precision for choice in found):
-            engine = next((e for e in CPU_ENGINES.get(precision, ()) if e in engine_list), engine_list[0])
-            raise bundle.missing_variant(Choice.of(engine, precision).variant)
+    _check_selection(bundle, found, precisions, engine_list if named_engines else None)
+    if any(choice.precision == "fp16" for choice in found):
+        warnings.warn(FP16_ON_CPU, EmbedrtWarning, stacklevel=2)
     return found
+
+
+def _check_selection(
+    bundle: Bundle, found: Sequence[Choice], precisions: Sequence[str] | None, engines: Sequence[str] | None
+) -> None:
+    """Raise naming what the bundle has when a named precision or engine (or the whole selection) gives no row."""
+    have = ", ".join(sorted(bundle.manifest.variants))
+    for precision in precisions or ():
+        if any(choice.precision == precision for choice in found):
+            continue
+        runners = CPU_ENGINES.get(precision, ())
+        usable = [e for e in runners if engines is None or e in engines]
+        if not usable:
+            raise InputError(
+                f"precision {precision!r} runs on {', '.join(runners)} only, not on {', '.join(engines or ())}; "
+                f"add --engine {','.join(runners)} (bundle {bundle.root} has: {have})"
+            )
+        choice = Choice.of(usable[0], precision)
+        if choice.variant in bundle.manifest.variants:  # there, but its engine is not installed
+            raise _missing_engine(choice.engine)
+        raise bundle.missing_variant(choice.variant)
+    for engine in engines or ():
+        if not any(choice.engine == engine for choice in found):
+            asked = f" in {', '.join(precisions)}" if precisions else ""
+            engines_flag = DEFAULT_ENGINE if engine == DEFAULT_ENGINE else f"{DEFAULT_ENGINE},{engine}"
+            raise BundleError(
+                f"bundle {bundle.root} has no {engine} variant{asked} (it has: {have}); pick another --engine, "
+                f"or re-export with `--engine {engines_flag}`"
+            )
+    if not found:
+        raise BundleError(
+            f"nothing in bundle {bundle.root} runs on this CPU with the engines installed (it has: {have}); "
+            "install the engine its variants need, or re-export it with `embedrt export`"
+        )
 
 
 def open_backend(

@@ -75,15 +75,18 @@ def _require_reference_extra() -> None:
             raise missing_extra("sentence-transformers and torch", "export", "embedrt eval --reference")
 
 
-def load_reference(source: str) -> SupportsEncode:
-    """The source model in sentence-transformers (PyTorch), loaded the way the export loaded it."""
+def load_reference(source: str, pooling: str | None = None) -> SupportsEncode:
+    """The source model in sentence-transformers (PyTorch), loaded the way the export loaded it.
+
+    ``pooling`` is the bundle's: a plain Hugging Face model (no modules.json) pools the way its export said.
+    """
     directory = _local_source(source)
     try:
         from embedrt.export.load import load_source
     except ImportError as err:
         raise missing_extra("the export stage", "export", "embedrt eval --reference") from err
     try:
-        return load_source(directory).model
+        return load_source(directory, pooling=pooling).model
     except MissingExtraError as err:
         raise missing_extra("sentence-transformers and torch", "export", "embedrt eval --reference") from err
 
@@ -177,6 +180,6 @@ def run_eval(job: EvalJob, say: Callable[[str], None] = lambda message: None) ->
         del encoder
     if reference_source is not None:
         say(f"loading the PyTorch reference {reference_source}")
-        model = load_reference(reference_source)
+        model = load_reference(reference_source, bundle.manifest.pooling.value)
         results[REFERENCE_ROW] = _run_row(model, REFERENCE_ROW, datasets, job.batch_size, say)
     return datasets, results
