@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -134,7 +135,8 @@ def test_an_expired_request_never_reaches_the_engine(offline):
     from embedrt.server.batcher import DeadlineExceeded
 
     slow = SlowEncoder(offline, delay=0.5)
-    batcher = DynamicBatcher(slow, max_batch_tokens=4096, max_wait_s=0.0, max_batch_requests=1)
+    # inline_tokens=0: every cycle on the engine thread, so the event loop runs while the first one is slow.
+    batcher = DynamicBatcher(slow, max_batch_tokens=4096, max_wait_s=0.0, max_batch_requests=1, inline_tokens=0)
 
     async def scenario():
         await batcher.start()
@@ -154,3 +156,85 @@ def test_an_expired_request_never_reaches_the_engine(offline):
     assert slow.runs == 2 and len(slow.seen) == 2  # the first and the patient one
     np.testing.assert_allclose(patient, offline.encode(["patient"]), atol=1e-5)
     assert batcher.metrics.expired._value.get() == 1
+
+
+async def _lone_request(batcher: DynamicBatcher):
+    """One request to an idle batcher; what the batcher did after the loop ran a few rounds, and the result."""
+    await batcher.start()
+    try:
+        task = asyncio.create_task(batcher.embed(await batcher.tokenize(["只有一个请求"]), False))
+        for _ in range(20):  # an inline cycle finishes within these rounds; a waiting one has not started
+            await asyncio.sleep(0)
+        seen = {"done": task.done(), "cycles": batcher.cycles, "waited": batcher.waited_cycles}
+    finally:
+        await batcher.stop()  # runs what is still queued
+    return seen, await task
+
+
+def test_an_idle_batcher_runs_a_lone_request_at_once_and_a_fixed_wait_stays_an_option(offline):
+    default = DynamicBatcher(offline)
+    seen, vector = run(_lone_request(default))
+    assert default.max_wait_s == 0
+    assert seen == {"done": True, "cycles": 1, "waited": 0}  # ran before the loop went round 20 times
+    assert default.inline_cycles == 1  # on the event loop thread: no hand-off to the engine thread
+    np.testing.assert_allclose(vector, offline.encode(["只有一个请求"]), atol=1e-5)
+
+    fixed = DynamicBatcher(offline, max_wait_s=600.0)  # --max-wait-ms 600000: the request waits for batch-mates
+    seen, vector = run(_lone_request(fixed))
+    assert seen == {"done": False, "cycles": 0, "waited": 1}
+    assert fixed.cycles == 1  # stop() ended the wait and ran it
+    np.testing.assert_allclose(vector, offline.encode(["只有一个请求"]), atol=1e-5)
+
+
+def test_a_lone_request_goes_to_the_engine_thread_without_waiting_when_inline_runs_are_off(offline):
+    batcher = DynamicBatcher(offline, inline_tokens=0)
+    (result,) = run(_embed_all(batcher, [(["一个"], True)]))
+    assert (batcher.cycles, batcher.waited_cycles, batcher.inline_cycles) == (1, 0, 0)
+    np.testing.assert_allclose(result, offline.encode(["一个"], normalize=True), atol=1e-5)
+
+
+class GatedEncoder(CountingEncoder):
+    """The real encoder; its first engine run (on the engine thread) waits until the test opens the gate."""
+
+    def __init__(self, encoder) -> None:
+        super().__init__(encoder)
+        self.entered, self.gate = threading.Event(), threading.Event()
+        self.rows: list[int] = []
+
+    def run_batch(self, batch, normalize=None):
+        self.rows.append(len(batch.positions))
+        if len(self.rows) == 1:
+            self.entered.set()
+            self.gate.wait(60)
+        return super().run_batch(batch, normalize)
+
+
+def test_requests_that_arrive_while_the_engine_is_busy_share_the_next_run(offline):
+    gated = GatedEncoder(offline)
+    batcher = DynamicBatcher(gated, max_batch_tokens=4096)  # default settings: no wait, inline runs on
+    small = [[text] for text in TEXTS[:5]]
+
+    async def scenario():
+        await batcher.start()
+        try:
+            big = await batcher.tokenize(TEXTS)
+            assert sum(len(encoding.ids) for encoding in big) > batcher.inline_tokens  # so it runs on the thread
+            first = asyncio.create_task(batcher.embed(big, False))
+            for _ in range(600):  # bounded: until the engine thread is inside the first run
+                if gated.entered.is_set():
+                    break
+                await asyncio.sleep(0.05)
+            later = [asyncio.create_task(batcher.embed(await batcher.tokenize(texts), False)) for texts in small]
+            await asyncio.sleep(0)
+            queued = len(batcher._pending)
+            gated.gate.set()
+            return queued, await first, await asyncio.gather(*later)
+        finally:
+            await batcher.stop()
+
+    queued, first, later = run(scenario())
+    assert queued == len(small)  # all waited while the engine was busy
+    assert batcher.cycles == 2  # then ran together, in the next cycle
+    np.testing.assert_allclose(first, offline.encode(TEXTS), atol=1e-5)
+    for texts, got in zip(small, later, strict=True):
+        np.testing.assert_allclose(got, offline.encode(texts), atol=1e-5)

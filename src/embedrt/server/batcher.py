@@ -1,14 +1,22 @@
-"""Dynamic batching: requests that arrive together share engine runs, and each gets back its own rows.
+"""Continuous batching: a request runs as soon as the engine is free; what arrives meanwhile shares the next run.
 
-Requests enter a FIFO queue already tokenized. A collector coroutine waits until the oldest queued
-request has waited ``max_wait`` or the queue holds a full engine run, then takes texts from the front
-of the queue up to ``cycle_tokens`` (two runs' worth; a large request may span cycles) and hands
-them to ONE worker thread. The worker plans the cycle's engine runs over all of them at once
-(:func:`~embedrt.runtime.batching.plan_runs`: fewest padded tokens plus a small cost per run, at most
-``max_batch_tokens`` padded tokens a run), runs the engine (it already uses every core per run, so one
-thread is the right number), and resolves each request's future as soon as its last row is done.
-Pooling per row and normalization per request make every fp32 result what ``Encoder.encode`` gives
-for that request alone.
+Requests enter a FIFO queue already tokenized. A collector coroutine starts a cycle as soon as the
+engine is idle and something is queued: it takes texts from the front of the queue up to
+``cycle_tokens`` (two runs' worth; a large request may span cycles), plans the cycle's engine runs over
+all of them at once (:func:`~embedrt.runtime.batching.plan_runs`: fewest padded tokens plus a small cost
+per run, at most ``max_batch_tokens`` padded tokens a run), runs the engine and resolves each request's
+future as soon as its last row is done. Requests that arrive while a cycle runs wait in the queue and
+form the next cycle, as in TEI's queue: low load gets batch-1 latency, high load full batches.
+``max_wait_s`` > 0 (``--max-wait-ms``, off by default) makes the oldest request wait that long for
+batch-mates before a cycle starts, as the server did before.
+
+Where the cycle runs: a cycle of at most :data:`INLINE_TOKENS` tokens (a lone query, a few short ones)
+runs on the event loop thread itself, which saves the two thread hand-offs (to the engine thread and
+back) that cost about as much as the rest of the server's work for one text; the event loop is
+blocked for one short engine run, while every connection would be waiting for the engine anyway.
+Larger cycles go to ONE worker thread, so the event loop keeps reading and tokenizing what arrives
+(the engine already uses every core per run, so one thread is the right number). Pooling per row and
+normalization per request make every fp32 result what ``Encoder.encode`` gives for that request alone.
 
 A request may carry a deadline. One that passes while the request is queued, or while its cycle has
 not yet reached its first row, fails with :class:`DeadlineExceeded` and none of its rows reach the engine.
@@ -20,8 +28,10 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from tokenizers import Encoding
@@ -42,6 +52,14 @@ INLINE_TOKENIZE_CHARS = 4096
 #: 1-8 short sentences (all-MiniLM-L6-v2, 2 cores): 1, 2 and 4 runs cost the same server CPU within noise,
 #: and p99 / p50 was 1.4, 1.2 and 2.0: a long cycle makes a request that just missed it wait for all of it.
 CYCLE_RUNS = 2
+#: Cycles of at most this many tokens run on the event loop thread (no hand-off to the engine thread and
+#: back): one or a few short queries. On 2 Zen 4 cores an engine run of 128 tokens takes ~7 ms (DMetaSoul
+#: stand-in, OpenVINO int8), the longest the event loop then stays blocked. 0 sends every cycle to the thread.
+INLINE_TOKENS = 128
+
+#: How the cycle hands its results to the event loop: ``loop.call_soon_threadsafe`` from the engine
+#: thread, or a direct call when the cycle runs on the event loop thread.
+Post = Callable[..., Any]
 
 
 class DeadlineExceeded(EmbedrtError):
@@ -77,15 +95,17 @@ class DynamicBatcher:
         self,
         encoder: Encoder,
         max_batch_tokens: int = 2048,
-        max_wait_s: float = 0.002,
+        max_wait_s: float = 0.0,
         max_batch_requests: int | None = None,
         metrics: Metrics | None = None,
+        inline_tokens: int = INLINE_TOKENS,
     ) -> None:
         self.encoder = encoder
         self.max_batch_tokens = max_batch_tokens
         self.cycle_tokens = CYCLE_RUNS * max_batch_tokens
         self.max_wait_s = max_wait_s
         self.max_batch_requests = max_batch_requests
+        self.inline_tokens = inline_tokens
         self.metrics = metrics or Metrics()
         self._pending: collections.deque[_Job] = collections.deque()
         self._pending_texts = 0
@@ -94,7 +114,11 @@ class DynamicBatcher:
         self._closing = False
         self._task: asyncio.Task | None = None
         self._engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedrt-engine")
-        self.cycles = 0  # batching cycles run; tests read it to see merging
+        # Counters tests read to see what the batcher did (never timings): cycles run, of those run on the
+        # event loop thread, and cycles whose start waited for batch-mates (--max-wait-ms > 0 only).
+        self.cycles = 0
+        self.inline_cycles = 0
+        self.waited_cycles = 0
 
     # ------------------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -162,6 +186,7 @@ class DynamicBatcher:
 
     # ------------------------------------------------------------------------------------------ collector
     async def _collect(self) -> None:
+        """Start a cycle whenever the engine is idle and something is queued (after ``max_wait_s``, if set)."""
         loop = asyncio.get_running_loop()
         while True:
             self._drop_finished()
@@ -169,16 +194,21 @@ class DynamicBatcher:
                 if self._closing:
                     return
                 self._arrived.clear()
-                await self._arrived.wait()
+                await self._arrived.wait()  # set by embed(): the requests ready on the loop with it queue first
                 continue
-            await self._wait_for_batch_mates()
-            self._drop_finished()
+            if self.max_wait_s > 0:
+                await self._wait_for_batch_mates()
+                self._drop_finished()
             rows = self._take()
             if not rows:
                 continue
             self.cycles += 1
             try:
-                await loop.run_in_executor(self._engine, self._run_cycle, rows, loop)
+                if sum(job.lengths[index] for job, index in rows) <= self.inline_tokens:
+                    self.inline_cycles += 1
+                    self._run_cycle(rows, _call)
+                else:
+                    await loop.run_in_executor(self._engine, self._run_cycle, rows, loop.call_soon_threadsafe)
             except Exception as err:  # a bug outside the engine call: fail this cycle, keep serving
                 log.error("batching cycle of %d texts failed", len(rows), exc_info=err)
                 reason = _backend_error(err)
@@ -188,6 +218,8 @@ class DynamicBatcher:
     async def _wait_for_batch_mates(self) -> None:
         """Wait until the oldest request's wait is over, a full engine run is queued, or the request cap."""
         deadline = self._pending[0].arrived + self.max_wait_s
+        if time.monotonic() < deadline:
+            self.waited_cycles += 1
         while not self._closing and self._pending_tokens < self.max_batch_tokens:
             if self.max_batch_requests is not None and len(self._pending) >= self.max_batch_requests:
                 return
@@ -249,10 +281,13 @@ class DynamicBatcher:
         return rows
 
     # ------------------------------------------------------------------------------------------ worker thread
-    def _run_cycle(self, rows: list[tuple[_Job, int]], loop: asyncio.AbstractEventLoop) -> None:
-        """Run the taken rows as planned engine runs; resolve each request when its last row is done."""
+    def _run_cycle(self, rows: list[tuple[_Job, int]], post: Post) -> None:
+        """Run the taken rows as planned engine runs; resolve each request (through ``post``) when its last row is done."""
         encodings = [job.encodings[index] for job, index in rows]
-        plan = plan_runs([len(encoding.ids) for encoding in encodings], self.max_batch_tokens)
+        if len(rows) == 1:
+            plan = [np.zeros(1, dtype=np.int64)]
+        else:
+            plan = plan_runs([len(encoding.ids) for encoding in encodings], self.max_batch_tokens)
         failed: set[_Job] = set()
         for batch in self.encoder.pack(encodings, plan):
             picked = [rows[position] for position in batch.positions]
@@ -261,7 +296,7 @@ class DynamicBatcher:
                 if job not in failed and job.expired(now):  # its deadline passed while earlier runs ran
                     failed.add(job)
                     self.metrics.expired.inc()
-                    loop.call_soon_threadsafe(_fail, job.future, _deadline_error(job, now))
+                    post(_fail, job.future, _deadline_error(job, now))
             live = [(job, index) for job, index in picked if job not in failed and not job.future.done()]
             if not live:
                 continue
@@ -281,7 +316,7 @@ class DynamicBatcher:
                 for job, _ in picked:
                     if job not in failed:
                         failed.add(job)
-                        loop.call_soon_threadsafe(_fail, job.future, reason)
+                        post(_fail, job.future, reason)
                 continue
             self.metrics.inference_duration.observe(time.monotonic() - now)
             self.metrics.batch_size.observe(len(picked))
@@ -291,7 +326,7 @@ class DynamicBatcher:
                 job.done += 1
                 if job.done == len(job.lengths):
                     result = l2_normalize(job.output).astype(np.float32, copy=False) if job.normalize else job.output
-                    loop.call_soon_threadsafe(_resolve, job.future, result)
+                    post(_resolve, job.future, result)
 
 
 def _deadline_error(job: _Job, now: float) -> DeadlineExceeded:
@@ -310,6 +345,11 @@ def _backend_error(err: Exception) -> EmbedrtError:
     wrapped = BackendError(f"{type(err).__name__}: {err}")
     wrapped.__cause__ = err
     return wrapped
+
+
+def _call(function: Callable[..., Any], *args: Any) -> None:
+    """``post`` for a cycle on the event loop thread: resolve at once (the future schedules its waiters)."""
+    function(*args)
 
 
 def _resolve(future: asyncio.Future, result: np.ndarray) -> None:
