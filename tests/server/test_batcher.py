@@ -235,6 +235,7 @@ def test_requests_that_arrive_while_the_engine_is_busy_share_the_next_run(offlin
     queued, first, later = run(scenario())
     assert queued == len(small)  # all waited while the engine was busy
     assert batcher.cycles == 2  # then ran together, in the next cycle
+    assert batcher.inline_cycles == 0  # neither was one small request: both cycles ran on the engine thread
     np.testing.assert_allclose(first, offline.encode(TEXTS), atol=1e-5)
     for texts, got in zip(small, later, strict=True):
         np.testing.assert_allclose(got, offline.encode(texts), atol=1e-5)

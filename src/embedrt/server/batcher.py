@@ -10,12 +10,13 @@ form the next cycle, as in TEI's queue: low load gets batch-1 latency, high load
 ``max_wait_s`` > 0 (``--max-wait-ms``, off by default) makes the oldest request wait that long for
 batch-mates before a cycle starts, as the server did before.
 
-Where the cycle runs: a cycle of at most :data:`INLINE_TOKENS` tokens (a lone query, a few short ones)
-runs on the event loop thread itself, which saves the two thread hand-offs (to the engine thread and
-back) that cost about as much as the rest of the server's work for one text; the event loop is
-blocked for one short engine run, while every connection would be waiting for the engine anyway.
-Larger cycles go to ONE worker thread, so the event loop keeps reading and tokenizing what arrives
-(the engine already uses every core per run, so one thread is the right number). Pooling per row and
+Where the cycle runs: a cycle of ONE request of at most :data:`INLINE_TOKENS` tokens (a lone query, the
+common case at low load) runs on the event loop thread itself, which saves the two thread hand-offs (to
+the engine thread and back) that cost about as much as the rest of the server's work for one text; the
+event loop is blocked for one short engine run, and what arrives meanwhile is read right after it and
+forms the next cycle. Every other cycle goes to ONE worker thread, so the event loop keeps reading and
+tokenizing what arrives while the engine runs (the engine already uses every core per run, so one
+thread is the right number); under load, batching and its CPU cost are what they were. Pooling per row and
 normalization per request make every fp32 result what ``Encoder.encode`` gives for that request alone.
 
 A request may carry a deadline. One that passes while the request is queued, or while its cycle has
@@ -52,8 +53,8 @@ INLINE_TOKENIZE_CHARS = 4096
 #: 1-8 short sentences (all-MiniLM-L6-v2, 2 cores): 1, 2 and 4 runs cost the same server CPU within noise,
 #: and p99 / p50 was 1.4, 1.2 and 2.0: a long cycle makes a request that just missed it wait for all of it.
 CYCLE_RUNS = 2
-#: Cycles of at most this many tokens run on the event loop thread (no hand-off to the engine thread and
-#: back): one or a few short queries. On 2 Zen 4 cores an engine run of 128 tokens takes ~7 ms (DMetaSoul
+#: A cycle of one request of at most this many tokens runs on the event loop thread (no hand-off to the
+#: engine thread and back): a lone query or a few short ones. On 2 Zen 4 cores an engine run of 128 tokens takes ~7 ms (DMetaSoul
 #: stand-in, OpenVINO int8), the longest the event loop then stays blocked. 0 sends every cycle to the thread.
 INLINE_TOKENS = 128
 
@@ -204,7 +205,7 @@ class DynamicBatcher:
                 continue
             self.cycles += 1
             try:
-                if sum(job.lengths[index] for job, index in rows) <= self.inline_tokens:
+                if self._lone_and_small(rows):
                     self.inline_cycles += 1
                     self._run_cycle(rows, _call)
                 else:
@@ -231,6 +232,11 @@ class DynamicBatcher:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
             except (asyncio.TimeoutError, TimeoutError):  # distinct classes before Python 3.11
                 return
+
+    def _lone_and_small(self, rows: list[tuple[_Job, int]]) -> bool:
+        """Whether this cycle is one request of at most ``inline_tokens`` tokens: run it on the event loop thread."""
+        job = rows[0][0]
+        return all(other is job for other, _ in rows) and sum(job.lengths[i] for _, i in rows) <= self.inline_tokens
 
     def _drop_finished(self) -> None:
         """Forget requests whose client left (their handler was cancelled) and fail those past their deadline."""
