@@ -54,8 +54,8 @@ INLINE_TOKENIZE_CHARS = 4096
 #: and p99 / p50 was 1.4, 1.2 and 2.0: a long cycle makes a request that just missed it wait for all of it.
 CYCLE_RUNS = 2
 #: A cycle of one request of at most this many tokens runs on the event loop thread (no hand-off to the
-#: engine thread and back): a lone query or a few short ones. On 2 Zen 4 cores an engine run of 128 tokens takes ~7 ms (DMetaSoul
-#: stand-in, OpenVINO int8), the longest the event loop then stays blocked. 0 sends every cycle to the thread.
+#: engine thread and back): a lone query or a few short ones. The event loop stays blocked for at most one
+#: such engine run (see the figure in docs/serving.md). 0 sends every cycle to the engine thread.
 INLINE_TOKENS = 128
 
 #: How the cycle hands its results to the event loop: ``loop.call_soon_threadsafe`` from the engine
@@ -219,14 +219,16 @@ class DynamicBatcher:
     async def _wait_for_batch_mates(self) -> None:
         """Wait until the oldest request's wait is over, a full engine run is queued, or the request cap."""
         deadline = self._pending[0].arrived + self.max_wait_s
-        if time.monotonic() < deadline:
-            self.waited_cycles += 1
+        waited = False
         while not self._closing and self._pending_tokens < self.max_batch_tokens:
             if self.max_batch_requests is not None and len(self._pending) >= self.max_batch_requests:
                 return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
+            if not waited:
+                waited = True
+                self.waited_cycles += 1
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
@@ -288,7 +290,7 @@ class DynamicBatcher:
 
     # ------------------------------------------------------------------------------------------ worker thread
     def _run_cycle(self, rows: list[tuple[_Job, int]], post: Post) -> None:
-        """Run the taken rows as planned engine runs; resolve each request (through ``post``) when its last row is done."""
+        """Run the taken rows as planned engine runs; resolve each request through ``post`` after its last row."""
         encodings = [job.encodings[index] for job, index in rows]
         if len(rows) == 1:
             plan = [np.zeros(1, dtype=np.int64)]
