@@ -135,8 +135,7 @@ def test_an_expired_request_never_reaches_the_engine(offline):
     from embedrt.server.batcher import DeadlineExceeded
 
     slow = SlowEncoder(offline, delay=0.5)
-    # inline_tokens=0: every cycle on the engine thread, so the event loop runs while the first one is slow.
-    batcher = DynamicBatcher(slow, max_batch_tokens=4096, max_wait_s=0.0, max_batch_requests=1, inline_tokens=0)
+    batcher = DynamicBatcher(slow, max_batch_tokens=4096, max_wait_s=0.0, max_batch_requests=1)
 
     async def scenario():
         await batcher.start()
@@ -158,39 +157,32 @@ def test_an_expired_request_never_reaches_the_engine(offline):
     assert batcher.metrics.expired._value.get() == 1
 
 
-async def _lone_request(batcher: DynamicBatcher):
-    """One request to an idle batcher; what the batcher did after the loop ran a few rounds, and the result."""
-    await batcher.start()
-    try:
-        task = asyncio.create_task(batcher.embed(await batcher.tokenize(["只有一个请求"]), False))
-        for _ in range(20):  # an inline cycle finishes within these rounds; a waiting one has not started
-            await asyncio.sleep(0)
-        seen = {"done": task.done(), "cycles": batcher.cycles, "waited": batcher.waited_cycles}
-    finally:
-        await batcher.stop()  # runs what is still queued
-    return seen, await task
-
-
-def test_an_idle_batcher_runs_a_lone_request_at_once_and_a_fixed_wait_stays_an_option(offline):
-    default = DynamicBatcher(offline)
-    seen, vector = run(_lone_request(default))
-    assert default.max_wait_s == 0
-    assert seen == {"done": True, "cycles": 1, "waited": 0}  # ran before the loop went round 20 times
-    assert default.inline_cycles == 1  # on the event loop thread: no hand-off to the engine thread
-    np.testing.assert_allclose(vector, offline.encode(["只有一个请求"]), atol=1e-5)
-
-    fixed = DynamicBatcher(offline, max_wait_s=600.0)  # --max-wait-ms 600000: the request waits for batch-mates
-    seen, vector = run(_lone_request(fixed))
-    assert seen == {"done": False, "cycles": 0, "waited": 1}
-    assert fixed.cycles == 1  # stop() ended the wait and ran it
+def test_an_idle_batcher_runs_a_lone_request_without_waiting_for_batch_mates(offline):
+    batcher = DynamicBatcher(offline)  # the defaults
+    (vector,) = run(_embed_all(batcher, [(["只有一个请求"], False)]))
+    assert batcher.max_wait_s == 0
+    assert (batcher.cycles, batcher.waited_cycles) == (1, 0)  # its cycle started at once
     np.testing.assert_allclose(vector, offline.encode(["只有一个请求"]), atol=1e-5)
 
 
-def test_a_lone_request_goes_to_the_engine_thread_without_waiting_when_inline_runs_are_off(offline):
-    batcher = DynamicBatcher(offline, inline_tokens=0)
-    (result,) = run(_embed_all(batcher, [(["一个"], True)]))
-    assert (batcher.cycles, batcher.waited_cycles, batcher.inline_cycles) == (1, 0, 0)
-    np.testing.assert_allclose(result, offline.encode(["一个"], normalize=True), atol=1e-5)
+def test_a_fixed_wait_stays_an_option_and_holds_a_lone_request_back(offline):
+    batcher = DynamicBatcher(offline, max_wait_s=600.0)  # --max-wait-ms 600000
+
+    async def scenario():
+        await batcher.start()
+        try:
+            task = asyncio.create_task(batcher.embed(await batcher.tokenize(["只有一个请求"]), False))
+            for _ in range(20):  # the loop goes round: the collector takes the request and starts waiting
+                await asyncio.sleep(0)
+            seen = (task.done(), batcher.cycles, batcher.waited_cycles, len(batcher._pending))
+        finally:
+            await batcher.stop()  # ends the wait and runs what is queued
+        return seen, await task
+
+    seen, vector = run(scenario())
+    assert seen == (False, 0, 1, 1)  # still queued, its cycle waiting for batch-mates
+    assert batcher.cycles == 1
+    np.testing.assert_allclose(vector, offline.encode(["只有一个请求"]), atol=1e-5)
 
 
 class GatedEncoder(CountingEncoder):
@@ -211,15 +203,13 @@ class GatedEncoder(CountingEncoder):
 
 def test_requests_that_arrive_while_the_engine_is_busy_share_the_next_run(offline):
     gated = GatedEncoder(offline)
-    batcher = DynamicBatcher(gated, max_batch_tokens=4096)  # default settings: no wait, inline runs on
+    batcher = DynamicBatcher(gated, max_batch_tokens=4096)  # no wait
     small = [[text] for text in TEXTS[:5]]
 
     async def scenario():
         await batcher.start()
         try:
-            big = await batcher.tokenize(TEXTS)
-            assert sum(len(encoding.ids) for encoding in big) > batcher.inline_tokens  # so it runs on the thread
-            first = asyncio.create_task(batcher.embed(big, False))
+            first = asyncio.create_task(batcher.embed(await batcher.tokenize(TEXTS), False))
             for _ in range(600):  # bounded: until the engine thread is inside the first run
                 if gated.entered.is_set():
                     break
@@ -235,7 +225,6 @@ def test_requests_that_arrive_while_the_engine_is_busy_share_the_next_run(offlin
     queued, first, later = run(scenario())
     assert queued == len(small)  # all waited while the engine was busy
     assert batcher.cycles == 2  # then ran together, in the next cycle
-    assert batcher.inline_cycles == 0  # neither was one small request: both cycles ran on the engine thread
     np.testing.assert_allclose(first, offline.encode(TEXTS), atol=1e-5)
     for texts, got in zip(small, later, strict=True):
         np.testing.assert_allclose(got, offline.encode(texts), atol=1e-5)

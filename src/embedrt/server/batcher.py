@@ -10,14 +10,12 @@ form the next cycle, as in TEI's queue: low load gets batch-1 latency, high load
 ``max_wait_s`` > 0 (``--max-wait-ms``, off by default) makes the oldest request wait that long for
 batch-mates before a cycle starts, as the server did before.
 
-Where the cycle runs: a cycle of ONE request of at most :data:`INLINE_TOKENS` tokens (a lone query, the
-common case at low load) runs on the event loop thread itself, which saves the two thread hand-offs (to
-the engine thread and back) that cost about as much as the rest of the server's work for one text; the
-event loop is blocked for one short engine run, and what arrives meanwhile is read right after it and
-forms the next cycle. Every other cycle goes to ONE worker thread, so the event loop keeps reading and
-tokenizing what arrives while the engine runs (the engine already uses every core per run, so one
-thread is the right number); under load, batching and its CPU cost are what they were. Pooling per row and
-normalization per request make every fp32 result what ``Encoder.encode`` gives for that request alone.
+Cycles run on ONE worker thread, so the event loop keeps reading and tokenizing what arrives while the
+engine runs (the engine already uses every core per run, so one thread is the right number). Running a
+lone request's engine call on the event loop thread instead, to save the two hand-offs, was measured
+and dropped: with OpenVINO int8 on 2 shared cores its engine time went from ~6 to ~15-25 ms when one
+client sent requests back to back (docs/serving.md). Pooling per row and normalization
+per request make every fp32 result what ``Encoder.encode`` gives for that request alone.
 
 A request may carry a deadline. One that passes while the request is queued, or while its cycle has
 not yet reached its first row, fails with :class:`DeadlineExceeded` and none of its rows reach the engine.
@@ -29,10 +27,8 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from tokenizers import Encoding
@@ -53,14 +49,6 @@ INLINE_TOKENIZE_CHARS = 4096
 #: 1-8 short sentences (all-MiniLM-L6-v2, 2 cores): 1, 2 and 4 runs cost the same server CPU within noise,
 #: and p99 / p50 was 1.4, 1.2 and 2.0: a long cycle makes a request that just missed it wait for all of it.
 CYCLE_RUNS = 2
-#: A cycle of one request of at most this many tokens runs on the event loop thread (no hand-off to the
-#: engine thread and back): a lone query or a few short ones. The event loop stays blocked for at most one
-#: such engine run (see the figure in docs/serving.md). 0 sends every cycle to the engine thread.
-INLINE_TOKENS = 128
-
-#: How the cycle hands its results to the event loop: ``loop.call_soon_threadsafe`` from the engine
-#: thread, or a direct call when the cycle runs on the event loop thread.
-Post = Callable[..., Any]
 
 
 class DeadlineExceeded(EmbedrtError):
@@ -99,14 +87,12 @@ class DynamicBatcher:
         max_wait_s: float = 0.0,
         max_batch_requests: int | None = None,
         metrics: Metrics | None = None,
-        inline_tokens: int = INLINE_TOKENS,
     ) -> None:
         self.encoder = encoder
         self.max_batch_tokens = max_batch_tokens
         self.cycle_tokens = CYCLE_RUNS * max_batch_tokens
         self.max_wait_s = max_wait_s
         self.max_batch_requests = max_batch_requests
-        self.inline_tokens = inline_tokens
         self.metrics = metrics or Metrics()
         self._pending: collections.deque[_Job] = collections.deque()
         self._pending_texts = 0
@@ -115,10 +101,9 @@ class DynamicBatcher:
         self._closing = False
         self._task: asyncio.Task | None = None
         self._engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedrt-engine")
-        # Counters tests read to see what the batcher did (never timings): cycles run, of those run on the
-        # event loop thread, and cycles whose start waited for batch-mates (--max-wait-ms > 0 only).
+        # Counters tests read to see what the batcher did (never timings): cycles run, and cycles whose
+        # start waited for batch-mates (only with max_wait_s > 0).
         self.cycles = 0
-        self.inline_cycles = 0
         self.waited_cycles = 0
 
     # ------------------------------------------------------------------------------------------ lifecycle
@@ -205,11 +190,7 @@ class DynamicBatcher:
                 continue
             self.cycles += 1
             try:
-                if self._lone_and_small(rows):
-                    self.inline_cycles += 1
-                    self._run_cycle(rows, _call)
-                else:
-                    await loop.run_in_executor(self._engine, self._run_cycle, rows, loop.call_soon_threadsafe)
+                await loop.run_in_executor(self._engine, self._run_cycle, rows, loop)
             except Exception as err:  # a bug outside the engine call: fail this cycle, keep serving
                 log.error("batching cycle of %d texts failed", len(rows), exc_info=err)
                 reason = _backend_error(err)
@@ -234,11 +215,6 @@ class DynamicBatcher:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
             except (asyncio.TimeoutError, TimeoutError):  # distinct classes before Python 3.11
                 return
-
-    def _lone_and_small(self, rows: list[tuple[_Job, int]]) -> bool:
-        """Whether this cycle is one request of at most ``inline_tokens`` tokens: run it on the event loop thread."""
-        job = rows[0][0]
-        return all(other is job for other, _ in rows) and sum(job.lengths[i] for _, i in rows) <= self.inline_tokens
 
     def _drop_finished(self) -> None:
         """Forget requests whose client left (their handler was cancelled) and fail those past their deadline."""
@@ -289,8 +265,8 @@ class DynamicBatcher:
         return rows
 
     # ------------------------------------------------------------------------------------------ worker thread
-    def _run_cycle(self, rows: list[tuple[_Job, int]], post: Post) -> None:
-        """Run the taken rows as planned engine runs; resolve each request through ``post`` after its last row."""
+    def _run_cycle(self, rows: list[tuple[_Job, int]], loop: asyncio.AbstractEventLoop) -> None:
+        """Run the taken rows as planned engine runs; resolve each request when its last row is done."""
         encodings = [job.encodings[index] for job, index in rows]
         if len(rows) == 1:
             plan = [np.zeros(1, dtype=np.int64)]
@@ -304,7 +280,7 @@ class DynamicBatcher:
                 if job not in failed and job.expired(now):  # its deadline passed while earlier runs ran
                     failed.add(job)
                     self.metrics.expired.inc()
-                    post(_fail, job.future, _deadline_error(job, now))
+                    loop.call_soon_threadsafe(_fail, job.future, _deadline_error(job, now))
             live = [(job, index) for job, index in picked if job not in failed and not job.future.done()]
             if not live:
                 continue
@@ -324,7 +300,7 @@ class DynamicBatcher:
                 for job, _ in picked:
                     if job not in failed:
                         failed.add(job)
-                        post(_fail, job.future, reason)
+                        loop.call_soon_threadsafe(_fail, job.future, reason)
                 continue
             self.metrics.inference_duration.observe(time.monotonic() - now)
             self.metrics.batch_size.observe(len(picked))
@@ -334,7 +310,7 @@ class DynamicBatcher:
                 job.done += 1
                 if job.done == len(job.lengths):
                     result = l2_normalize(job.output).astype(np.float32, copy=False) if job.normalize else job.output
-                    post(_resolve, job.future, result)
+                    loop.call_soon_threadsafe(_resolve, job.future, result)
 
 
 def _deadline_error(job: _Job, now: float) -> DeadlineExceeded:
@@ -353,11 +329,6 @@ def _backend_error(err: Exception) -> EmbedrtError:
     wrapped = BackendError(f"{type(err).__name__}: {err}")
     wrapped.__cause__ = err
     return wrapped
-
-
-def _call(function: Callable[..., Any], *args: Any) -> None:
-    """``post`` for a cycle on the event loop thread: resolve at once (the future schedules its waiters)."""
-    function(*args)
 
 
 def _resolve(future: asyncio.Future, result: np.ndarray) -> None:
