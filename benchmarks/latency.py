@@ -377,7 +377,8 @@ def stamp() -> dict:
             libraries[name] = version(name)
         except PackageNotFoundError:
             libraries[name] = "not installed"
-    dirty = " (with uncommitted changes)" if git("status", "--porcelain", "src", "benchmarks") else ""
+    changed = git("status", "--porcelain", "--", "src", "benchmarks", ":!benchmarks/results")
+    dirty = " (with uncommitted changes)" if changed else ""
     return {
         "commit": git("rev-parse", "--short", "HEAD") + dirty,
         "machine": machine_facts(),
