@@ -126,8 +126,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "max_wait_ms",
         whole_number(0, 60_000),
-        "fixed wait for batch-mates before each engine cycle (default 0: run as soon as the engine is free; "
-        "what arrives while it is busy is batched anyway)",
+        "fixed wait for batch-mates before each engine cycle (0: none, a request runs as soon as the engine is "
+        "free; what arrives while it is busy is batched anyway)",
     ),
     Option("max_concurrent_requests", whole_number(1), "embedding requests in flight; beyond it: 429"),
     Option("max_client_batch_size", whole_number(1), "texts per request; beyond it: 413"),
