@@ -4,8 +4,9 @@ The server is the real CLI in its own process on 127.0.0.1; the load generator (
 process) sends OpenAI-style requests of 1-8 sentences (uniform, seeded) from Chinese STS-B, as base64
 like the official ``openai`` client does. Modes, alternated in every round, one server at a time:
 
-- ``batching``: the defaults (``--max-wait-ms 2``, ``--max-batch-tokens 2048``): requests that arrive
-  together, or queue while the engine is busy, share engine runs.
+- ``batching``: the defaults (``--max-wait-ms 0``, ``--max-batch-tokens 2048``): requests that arrive
+  together, or queue while the engine is busy, share engine runs (``results/serve_int8.md`` was
+  measured when the default was ``--max-wait-ms 2``).
 - ``no-batching``: ``--max-wait-ms 0 --max-batch-requests 1``: one request per engine run (its own
   texts are still batched together), i.e. what a plain "one request, one encode()" server does.
 

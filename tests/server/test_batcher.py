@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -154,3 +155,76 @@ def test_an_expired_request_never_reaches_the_engine(offline):
     assert slow.runs == 2 and len(slow.seen) == 2  # the first and the patient one
     np.testing.assert_allclose(patient, offline.encode(["patient"]), atol=1e-5)
     assert batcher.metrics.expired._value.get() == 1
+
+
+def test_an_idle_batcher_runs_a_lone_request_without_waiting_for_batch_mates(offline):
+    batcher = DynamicBatcher(offline)  # the defaults
+    (vector,) = run(_embed_all(batcher, [(["只有一个请求"], False)]))
+    assert batcher.max_wait_s == 0
+    assert (batcher.cycles, batcher.waited_cycles) == (1, 0)  # its cycle started at once
+    np.testing.assert_allclose(vector, offline.encode(["只有一个请求"]), atol=1e-5)
+
+
+def test_a_fixed_wait_stays_an_option_and_holds_a_lone_request_back(offline):
+    batcher = DynamicBatcher(offline, max_wait_s=600.0)  # --max-wait-ms 600000
+
+    async def scenario():
+        await batcher.start()
+        try:
+            task = asyncio.create_task(batcher.embed(await batcher.tokenize(["只有一个请求"]), False))
+            for _ in range(20):  # the loop goes round: the collector takes the request and starts waiting
+                await asyncio.sleep(0)
+            seen = (task.done(), batcher.cycles, batcher.waited_cycles, len(batcher._pending))
+        finally:
+            await batcher.stop()  # ends the wait and runs what is queued
+        return seen, await task
+
+    seen, vector = run(scenario())
+    assert seen == (False, 0, 1, 1)  # still queued, its cycle waiting for batch-mates
+    assert batcher.cycles == 1
+    np.testing.assert_allclose(vector, offline.encode(["只有一个请求"]), atol=1e-5)
+
+
+class GatedEncoder(CountingEncoder):
+    """The real encoder; its first engine run (on the engine thread) waits until the test opens the gate."""
+
+    def __init__(self, encoder) -> None:
+        super().__init__(encoder)
+        self.entered, self.gate = threading.Event(), threading.Event()
+        self.rows: list[int] = []
+
+    def run_batch(self, batch, normalize=None):
+        self.rows.append(len(batch.positions))
+        if len(self.rows) == 1:
+            self.entered.set()
+            self.gate.wait(60)
+        return super().run_batch(batch, normalize)
+
+
+def test_requests_that_arrive_while_the_engine_is_busy_share_the_next_run(offline):
+    gated = GatedEncoder(offline)
+    batcher = DynamicBatcher(gated, max_batch_tokens=4096)  # no wait
+    small = [[text] for text in TEXTS[:5]]
+
+    async def scenario():
+        await batcher.start()
+        try:
+            first = asyncio.create_task(batcher.embed(await batcher.tokenize(TEXTS), False))
+            for _ in range(600):  # bounded: until the engine thread is inside the first run
+                if gated.entered.is_set():
+                    break
+                await asyncio.sleep(0.05)
+            later = [asyncio.create_task(batcher.embed(await batcher.tokenize(texts), False)) for texts in small]
+            await asyncio.sleep(0)
+            queued = len(batcher._pending)
+            gated.gate.set()
+            return queued, await first, await asyncio.gather(*later)
+        finally:
+            await batcher.stop()
+
+    queued, first, later = run(scenario())
+    assert queued == len(small)  # all waited while the engine was busy
+    assert batcher.cycles == 2  # then ran together, in the next cycle
+    np.testing.assert_allclose(first, offline.encode(TEXTS), atol=1e-5)
+    for texts, got in zip(small, later, strict=True):
+        np.testing.assert_allclose(got, offline.encode(texts), atol=1e-5)

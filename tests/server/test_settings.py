@@ -43,9 +43,9 @@ def test_defaults_bind_to_loopback():
 
 
 def test_environment_fills_what_flags_leave_out():
-    env = {"EMBEDRT_BUNDLE": "b", "EMBEDRT_PORT": "9000", "EMBEDRT_API_KEY": "s3cret", "EMBEDRT_MAX_WAIT_MS": "0"}
+    env = {"EMBEDRT_BUNDLE": "b", "EMBEDRT_PORT": "9000", "EMBEDRT_API_KEY": "s3cret", "EMBEDRT_MAX_WAIT_MS": "7"}
     settings = resolve_settings(parse("--port", "9100"), environ=env)
-    assert (settings.bundle, settings.port, settings.api_key, settings.max_wait_ms) == ("b", 9100, "s3cret", 0)
+    assert (settings.bundle, settings.port, settings.api_key, settings.max_wait_ms) == ("b", 9100, "s3cret", 7)
     assert "s3cret" not in str(settings.public())
 
 

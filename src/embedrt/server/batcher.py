@@ -1,14 +1,21 @@
-"""Dynamic batching: requests that arrive together share engine runs, and each gets back its own rows.
+"""Continuous batching: a request runs as soon as the engine is free; what arrives meanwhile shares the next run.
 
-Requests enter a FIFO queue already tokenized. A collector coroutine waits until the oldest queued
-request has waited ``max_wait`` or the queue holds a full engine run, then takes texts from the front
-of the queue up to ``cycle_tokens`` (two runs' worth; a large request may span cycles) and hands
-them to ONE worker thread. The worker plans the cycle's engine runs over all of them at once
-(:func:`~embedrt.runtime.batching.plan_runs`: fewest padded tokens plus a small cost per run, at most
-``max_batch_tokens`` padded tokens a run), runs the engine (it already uses every core per run, so one
-thread is the right number), and resolves each request's future as soon as its last row is done.
-Pooling per row and normalization per request make every fp32 result what ``Encoder.encode`` gives
-for that request alone.
+Requests enter a FIFO queue already tokenized. A collector coroutine starts a cycle as soon as the
+engine is idle and something is queued: it takes texts from the front of the queue up to
+``cycle_tokens`` (two runs' worth; a large request may span cycles), plans the cycle's engine runs over
+all of them at once (:func:`~embedrt.runtime.batching.plan_runs`: fewest padded tokens plus a small cost
+per run, at most ``max_batch_tokens`` padded tokens a run), runs the engine and resolves each request's
+future as soon as its last row is done. Requests that arrive while a cycle runs wait in the queue and
+form the next cycle, as in TEI's queue: low load gets batch-1 latency, high load full batches.
+``max_wait_s`` > 0 (``--max-wait-ms``, off by default) makes the oldest request wait that long for
+batch-mates before a cycle starts, as the server did before.
+
+Cycles run on ONE worker thread, so the event loop keeps reading and tokenizing what arrives while the
+engine runs (the engine already uses every core per run, so one thread is the right number). Running a
+lone request's engine call on the event loop thread instead, to save the two hand-offs, was measured
+and dropped: with OpenVINO int8 on 2 shared cores its engine time went from ~6 to ~15-25 ms when one
+client sent requests back to back (docs/serving.md). Pooling per row and normalization
+per request make every fp32 result what ``Encoder.encode`` gives for that request alone.
 
 A request may carry a deadline. One that passes while the request is queued, or while its cycle has
 not yet reached its first row, fails with :class:`DeadlineExceeded` and none of its rows reach the engine.
@@ -87,7 +94,7 @@ class DynamicBatcher:
         self,
         encoder: Encoder,
         max_batch_tokens: int = 2048,
-        max_wait_s: float = 0.002,
+        max_wait_s: float = 0.0,
         max_batch_requests: int | None = None,
         metrics: Metrics | None = None,
     ) -> None:
@@ -104,7 +111,10 @@ class DynamicBatcher:
         self._closing = False
         self._task: asyncio.Task | None = None
         self._engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedrt-engine")
-        self.cycles = 0  # batching cycles run; tests read it to see merging
+        # Counters tests read to see what the batcher did (never timings): cycles run, and cycles whose
+        # start waited for batch-mates (only with max_wait_s > 0).
+        self.cycles = 0
+        self.waited_cycles = 0
 
     # ------------------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -175,6 +185,7 @@ class DynamicBatcher:
 
     # ------------------------------------------------------------------------------------------ collector
     async def _collect(self) -> None:
+        """Start a cycle whenever the engine is idle and something is queued (after ``max_wait_s``, if set)."""
         loop = asyncio.get_running_loop()
         while True:
             self._drop_finished()
@@ -182,10 +193,11 @@ class DynamicBatcher:
                 if self._closing:
                     return
                 self._arrived.clear()
-                await self._arrived.wait()
+                await self._arrived.wait()  # set by embed(): the requests ready on the loop with it queue first
                 continue
-            await self._wait_for_batch_mates()
-            self._drop_finished()
+            if self.max_wait_s > 0:
+                await self._wait_for_batch_mates()
+                self._drop_finished()
             rows = self._take()
             if not rows:
                 continue
@@ -201,12 +213,16 @@ class DynamicBatcher:
     async def _wait_for_batch_mates(self) -> None:
         """Wait until the oldest request's wait is over, a full engine run is queued, or the request cap."""
         deadline = self._pending[0].arrived + self.max_wait_s
+        waited = False
         while not self._closing and self._pending_tokens < self.max_batch_tokens:
             if self.max_batch_requests is not None and len(self._pending) >= self.max_batch_requests:
                 return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
+            if not waited:
+                waited = True
+                self.waited_cycles += 1
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
@@ -265,7 +281,10 @@ class DynamicBatcher:
     def _run_cycle(self, rows: list[tuple[_Job, int]], loop: asyncio.AbstractEventLoop) -> None:
         """Run the taken rows as planned engine runs; resolve each request when its last row is done."""
         encodings = [job.encodings[index] for job, index in rows]
-        plan = plan_runs([len(encoding.ids) for encoding in encodings], self.max_batch_tokens)
+        if len(rows) == 1:
+            plan = [np.zeros(1, dtype=np.int64)]
+        else:
+            plan = plan_runs([len(encoding.ids) for encoding in encodings], self.max_batch_tokens)
         failed: set[_Job] = set()
         for batch in self.encoder.pack(encodings, plan):
             picked = [rows[position] for position in batch.positions]

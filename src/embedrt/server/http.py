@@ -15,6 +15,11 @@
   instead, and what still arrives is discarded unread for up to :data:`LINGER_S` or :data:`LINGER_BYTES`,
   whichever comes first (time for the client to read the answer), then the socket closes.
 
+- One send per response: uvicorn writes a response's head and its body with two ``write`` calls, which
+  on an idle socket are two ``send`` system calls and two wake-ups of the client, the first for a head
+  it cannot use without the body. What a request cycle writes is gathered and sent once, when the
+  response is complete (or, for a streamed one, at the end of the event loop step that wrote it).
+
 The body size limit lives in the application (:mod:`embedrt.server.app`), which reads the body in
 chunks; uvicorn's flow control stops reading the socket while the application is not reading.
 """
@@ -44,16 +49,35 @@ FULL = _response(b"503 Service Unavailable", b"the server has as many connection
 
 
 class _LingeringTransport:
-    """The connection's transport as uvicorn's request cycles see it: ``close()`` lingers when it must."""
+    """The connection's transport as uvicorn's request cycles see it: writes gathered into one send,
+    ``close()`` lingers when it must."""
 
-    def __init__(self, transport: Any, protocol: Guarded) -> None:
+    def __init__(self, transport: Any, protocol: Guarded, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._protocol = protocol
+        self._loop = loop
+        self._pending: list[bytes] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 
+    def write(self, data: bytes) -> None:
+        """Queue ``data``; :meth:`flush` sends it with what follows it in this event loop step."""
+        if not self._pending:
+            self._loop.call_soon(self.flush)  # a streamed response's parts still leave step by step
+        self._pending.append(data)
+
+    def flush(self) -> None:
+        """Send everything queued, in one write."""
+        if not self._pending:
+            return
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending = []
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
     def close(self) -> None:
+        self.flush()
         self._protocol.close_lingering()
 
 
@@ -89,7 +113,8 @@ class Guarded(HttpToolsProtocol):
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._raw = transport
-        self.transport = cast(asyncio.Transport, _LingeringTransport(transport, self))  # what request cycles close
+        self._gathered = _LingeringTransport(transport, self, self.loop)
+        self.transport = cast(asyncio.Transport, self._gathered)  # what request cycles write to and close
         if self.max_connections is not None and len(self.connections) > self.max_connections:
             self.on_refused()
             transport.write(FULL)
@@ -134,6 +159,10 @@ class Guarded(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._disarm()
+
+    def on_response_complete(self) -> None:
+        self._gathered.flush()  # the whole response in one send, before the next pipelined request starts
+        super().on_response_complete()
 
 
 def guarded_protocol(

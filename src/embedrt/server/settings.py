@@ -59,8 +59,9 @@ class ServerSettings:
     api_key: str | None = None
     #: Padded tokens (rows x longest row) per engine run; a single text always fits.
     max_batch_tokens: int = 2048
-    #: Longest a request waits for batch-mates before its batch starts (0: take only what is queued).
-    max_wait_ms: int = 2
+    #: Longest the oldest queued request waits for batch-mates before a cycle starts. 0 (the default):
+    #: none; a request runs as soon as the engine is free, and what arrives while it is busy shares the next run.
+    max_wait_ms: int = 0
     #: Embedding requests in flight at once; one more gets 429 with Retry-After.
     max_concurrent_requests: int = 512
     #: Texts per request on TEI's routes (/embed, /similarity, /tokenize), as TEI's --max-client-batch-size.
@@ -133,7 +134,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("port", whole_number(0, 65535), "TCP port"),
     Option("api_key", nonempty, "require 'Authorization: Bearer KEY'; prefer the variable, flags show in ps", "KEY"),
     Option("max_batch_tokens", whole_number(1), "padded tokens per engine run"),
-    Option("max_wait_ms", whole_number(0, 60_000), "longest a request waits for batch-mates"),
+    Option(
+        "max_wait_ms",
+        whole_number(0, 60_000),
+        "fixed wait for batch-mates before each engine cycle (0: none, a request runs as soon as the engine is "
+        "free; what arrives while it is busy is batched anyway)",
+    ),
     Option("max_concurrent_requests", whole_number(1), "embedding requests in flight; beyond it: 429"),
     Option(
         "served_model_name", nonempty, "the model id clients see in 'model' and /info (default: the bundle's)", "NAME"
