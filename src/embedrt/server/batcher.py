@@ -90,6 +90,7 @@ class DynamicBatcher:
         max_wait_s: float = 0.002,
         max_batch_requests: int | None = None,
         metrics: Metrics | None = None,
+        engine: ThreadPoolExecutor | None = None,
     ) -> None:
         self.encoder = encoder
         self.max_batch_tokens = max_batch_tokens
@@ -103,7 +104,9 @@ class DynamicBatcher:
         self._arrived = asyncio.Event()  # binds to the loop that first waits on it
         self._closing = False
         self._task: asyncio.Task | None = None
-        self._engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedrt-engine")
+        #: The engine thread; a server with several models passes one pool they share (and shuts it down).
+        self._owns_engine = engine is None
+        self._engine = engine or ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedrt-engine")
         self.cycles = 0  # batching cycles run; tests read it to see merging
 
     # ------------------------------------------------------------------------------------------ lifecycle
@@ -117,7 +120,8 @@ class DynamicBatcher:
         self._arrived.set()
         if self._task is not None:
             await self._task
-        self._engine.shutdown(wait=True)
+        if self._owns_engine:
+            self._engine.shutdown(wait=True)
 
     @property
     def healthy(self) -> bool:
