@@ -294,13 +294,27 @@ def serve_app(
 def build_app(args: dict[str, Any]) -> Any:
     """Ray Serve's application builder, for ``serve run`` and KubeRay: ``import_path: embedrt.ray:build_app``.
 
-    ``args`` are :func:`serve_app`'s keyword arguments (``bundles`` a list), as a Serve config's ``args:`` gives them.
+    ``args`` are :func:`serve_app`'s keyword arguments, as a Serve config's ``args:`` gives them, or as
+    ``serve run embedrt.ray:build_app bundles=A,B precision=int8`` gives them (all strings: parsed here).
     """
+    from embedrt.server.settings import OPTIONS
+
     args = dict(args)
     bundles = args.pop("bundles", None)
+    if isinstance(bundles, str):
+        bundles = [one for one in bundles.split(",") if one]
     if not isinstance(bundles, list) or not bundles:
         raise InputError("args.bundles must be a non-empty list of bundle directories")
+    parsers = {option.field: option.parse for option in OPTIONS}
+    for key, value in args.items():
+        if isinstance(value, str) and key in _COUNTS:
+            args[key] = int(value)
+        elif isinstance(value, str) and key in parsers:
+            args[key] = parsers[key](value)
     return serve_app(bundles, **args)
+
+
+_COUNTS = ("threads_per_replica", "min_replicas", "max_replicas", "target_ongoing_requests")
 
 
 def serve(

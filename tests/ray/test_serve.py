@@ -16,8 +16,8 @@ import pytest
 from ray.cluster_utils import Cluster
 
 import ray  # the `ray` extra (ray[data,serve]): a missing extra fails here rather than skipping
-from embedrt import Encoder
-from embedrt.ray import SERVE_NAME, serve
+from embedrt import Encoder, InputError
+from embedrt.ray import SERVE_NAME, build_app, serve
 from ray import serve as ray_serve
 from tests.helpers import SHORT_TEXTS
 
@@ -72,3 +72,12 @@ def test_replicas_on_both_nodes_answer_offline_vectors(two_nodes, tiny_bundle):
     assert tei.status_code == 200 and "x-compute-tokens" in tei.headers
     ray_serve.delete(SERVE_NAME)
     assert replica_nodes() == set()
+
+
+def test_build_app_takes_serve_config_args(tiny_bundle):
+    assert build_app({"bundles": [str(tiny_bundle)], "max_replicas": 3, "precision": "fp32"}) is not None
+    assert build_app({"bundles": str(tiny_bundle), "max_replicas": "3", "max_wait_ms": "5"}) is not None  # serve run
+    with pytest.raises(InputError, match="bundles"):
+        build_app({"bundles": []})
+    with pytest.raises(InputError, match="ServerSettings"):
+        build_app({"bundles": [str(tiny_bundle)], "no_such_option": 1})

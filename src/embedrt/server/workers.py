@@ -11,7 +11,7 @@ multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``), so ``/metrics`` on any worker 
 of them; the gauges (requests in flight, queued texts, connections) are summed over live workers.
 
 Stopping: SIGTERM or SIGINT to the parent is passed to every worker, which drains its in-flight
-requests (``--graceful-timeout`` as one process) and exits; the parent exits 0 when all of them did.
+requests (up to 30 s, as one process does) and exits; the parent exits 0 when all of them did.
 A worker that dies on its own stops the others and the parent exits 1, for the supervisor to restart.
 """
 
