@@ -111,3 +111,38 @@ def test_workers_share_the_port_serve_and_stop_cleanly(start_server, tiny_bundle
     assert httpx.get(server.url + "/info", timeout=30).json()["threads"] == 1
     assert server.stop() == 0, server.log()
     assert "all 2 workers stopped" in server.log()
+
+
+def test_bad_model_values_are_4xx(two_models):
+    wrong_type = httpx.post(two_models.url + "/v1/embeddings", json={"input": "x", "model": 3}, timeout=30)
+    assert wrong_type.status_code == 422 and "model" in wrong_type.json()["error"]["message"]
+    tokens = httpx.post(two_models.url + "/tokenize", json={"inputs": "x"}, headers={"X-Model": "qm"}, timeout=30)
+    assert tokens.status_code == 200
+
+
+def test_threads_are_split_between_models_never_multiplied():
+    from embedrt.server.serve import plan_threads
+
+    assert plan_threads(2, 1) == (1, 2)
+    assert plan_threads(2, 2) == (2, 1)
+    assert plan_threads(2, 3) == (2, 1)  # 3 models take turns on 2 engine threads of 1 thread
+    assert plan_threads(16, 3) == (3, 5)
+    for total in range(1, 9):
+        for models in range(1, 6):
+            lanes, threads = plan_threads(total, models)
+            assert lanes * threads <= total
+
+
+def test_bundle_specs_and_settings(tmp_path):
+    from embedrt.cli import build_parser
+    from embedrt.server.serve import bundle_spec
+    from embedrt.server.settings import resolve_settings
+
+    assert bundle_spec("qa=/models/b") == ("qa", "/models/b")
+    assert bundle_spec("/models/b") == (None, "/models/b")
+    odd = tmp_path / "a=b"
+    odd.mkdir()
+    assert bundle_spec(str(odd)) == (None, str(odd))  # an existing directory wins over NAME=
+    args = vars(build_parser().parse_args(["serve", "a", "qa=b", "--workers", "2"]))
+    settings = resolve_settings(args, environ={})
+    assert settings.bundles == ("a", "qa=b") and settings.workers == 2

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -147,7 +147,10 @@ class EmbeddingServer:
         metrics: Metrics | None = None,
         engine_threads: int = 1,
     ) -> None:
-        served = [Served(encoder, settings.served_model_name)] if isinstance(encoder, Encoder) else list(encoder)
+        if isinstance(encoder, (list, tuple)):
+            served: list[Served] = list(encoder)
+        else:  # one encoder (or a stand-in for one, in tests)
+            served = [Served(cast(Encoder, encoder), settings.served_model_name)]
         if not served:
             raise InputError("no bundle to serve: give at least one")
         self.settings = settings

@@ -4,15 +4,19 @@ The parent binds the port once and starts N worker processes (``spawn``: nothing
 threads or engines is copied), each given the socket, ``--threads`` divided by N (at least one each) and
 ``--workers 1``. Each worker runs :func:`embedrt.server.serve.serve`: its own engines, batcher and result
 cache (a text cached by one worker is a miss in another). The kernel hands each new connection to
-one worker that is waiting in ``accept``; a kept-alive connection stays with its worker.
+one worker that is waiting in ``accept``; a kept-alive connection stays with its worker. A worker
+accepts only once warmed up, so ``/health`` is 200 as soon as the first worker is ready and no
+connection waits on one that is still loading.
 
 Metrics: the workers write them to files in a directory the parent creates (prometheus_client's
 multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``), so ``/metrics`` on any worker shows the sum over all
 of them; the gauges (requests in flight, queued texts, connections) are summed over live workers.
 
-Stopping: SIGTERM or SIGINT to the parent is passed to every worker, which drains its in-flight
+Stopping: SIGTERM or SIGINT to the parent is passed on as one SIGTERM to every worker (each runs in its
+own process group, so a terminal's Ctrl-C reaches the parent alone), which drains its in-flight
 requests (up to 30 s, as one process does) and exits; the parent exits 0 when all of them did.
-A worker that dies on its own stops the others and the parent exits 1, for the supervisor to restart.
+A worker that dies on its own stops the others and the parent exits 1, for the supervisor to restart;
+a worker whose parent dies (SIGKILL) drains and stops by itself.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -52,10 +57,29 @@ def split_threads(settings: ServerSettings) -> int:
     return max(1, total // settings.workers)
 
 
-def _worker(settings: ServerSettings, sock: socket.socket) -> None:
+def _worker(settings: ServerSettings, sock: socket.socket, parent: int) -> None:
     from embedrt.server.serve import serve
 
+    # Its own process group: a terminal's Ctrl-C reaches the parent alone, which passes one SIGTERM on
+    # (two signals would make uvicorn skip the drain).
+    os.setpgrp()
+    # Stopped while still loading or warming up (uvicorn's handlers are not installed yet): nothing to
+    # drain, since a worker accepts connections only once warm; exit 0 rather than die by the signal.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    threading.Thread(target=_watch_parent, args=(parent,), name="embedrt-parent-watch", daemon=True).start()
     sys.exit(serve(settings, sock))
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _watch_parent(parent: int) -> None:
+    """Drain and stop this worker if the parent dies without stopping it (SIGKILL, OOM killer)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    log.error("embedrt: the parent process %d is gone; stopping this worker", parent)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def serve_workers(settings: ServerSettings, sock: socket.socket) -> int:
@@ -68,7 +92,7 @@ def serve_workers(settings: ServerSettings, sock: socket.socket) -> int:
     child = replace(settings, workers=1, threads=threads)
     context = multiprocessing.get_context("spawn")
     workers = [
-        context.Process(target=_worker, args=(child, sock), name=f"embedrt-worker-{index}")
+        context.Process(target=_worker, args=(child, sock, os.getpid()), name=f"embedrt-worker-{index}")
         for index in range(settings.workers)
     ]
     stop = threading.Event()
