@@ -545,7 +545,7 @@ def _names(models: list[Model]) -> dict[str, Model]:
     lookup: dict[str, Model] = {}
     for model in models:
         if model.name in lookup:
-            raise InputError(f"two bundles would both be served as {model.name!r}: name them apart with NAME=PATH")
+            raise InputError(f"two bundles would both be served as {model.name!r}: name them apart with NAME=DIRECTORY")
         lookup[model.name] = model
     own: dict[str, list[Model]] = {}
     for model in models:
