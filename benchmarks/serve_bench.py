@@ -9,6 +9,8 @@ like the official ``openai`` client does. Modes, alternated in every round, one 
   measured when the default was ``--max-wait-ms 2``).
 - ``no-batching``: ``--max-wait-ms 0 --max-batch-requests 1``: one request per engine run (its own
   texts are still batched together), i.e. what a plain "one request, one encode()" server does.
+- ``2-workers`` (only when ``--modes`` names it): ``--workers 2``, ``--threads`` split between two
+  processes on one port.
 
 Writes ``results/serve_<precision>.json`` and ``.md``; the server log goes to ``--work``. Model: the
 full-size DMetaSoul stand-in (4 x 768, vocab 21128; the real bert-base-chinese vocabulary when
@@ -44,6 +46,8 @@ DEFAULT_VOCAB = REPO.parent / "shared" / "data" / "bert-base-chinese-vocab.txt"
 MODES = {
     "batching": [],
     "no-batching": ["--max-wait-ms", "0", "--max-batch-requests", "1"],
+    # --threads split between the workers: with --threads 2, 2 processes of 1 engine thread each.
+    "2-workers": ["--workers", "2"],
 }
 START_TIMEOUT_S = 120.0
 LEVEL_TIMEOUT_S = 120.0
@@ -250,7 +254,10 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=0, help="requests per level (default: 40 + 3 x concurrency)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--modes", default="batching,no-batching", help=f"of {', '.join(MODES)}")
+    parser.add_argument("--name", default=None, help="results file name (default: serve_PRECISION)")
     args = parser.parse_args()
+    modes = {mode: MODES[mode] for mode in args.modes.split(",")}
 
     texts, data = load_texts(args.data)
     if args.bundle is not None:
@@ -272,9 +279,9 @@ def main() -> int:
         row.update(mode="offline encode()", concurrency=1, round=round_index)
         runs.append(row)
         say(f"round {round_index} offline      c=1   {row['requests_per_s']:7.1f} req/s  p50 {row['p50_ms']:7.1f} ms")
-        order = list(MODES) if round_index % 2 == 0 else list(reversed(MODES))
+        order = list(modes) if round_index % 2 == 0 else list(reversed(modes))
         for mode in order:
-            server = Server(bundle, args.precision, args.threads, MODES[mode], log)
+            server = Server(bundle, args.precision, args.threads, modes[mode], log)
             try:
                 asyncio.run(drive(server.url, make_plan(texts, 32, seed=99), 8))  # warm-up, not measured
                 for concurrency in levels:
@@ -293,7 +300,7 @@ def main() -> int:
                 if code != 0:
                     say(f"warning: server exited with {code} after SIGTERM; see {log}")
     best = []
-    for mode in ("offline encode()", *MODES):
+    for mode in ("offline encode()", *modes):
         for concurrency in sorted({r["concurrency"] for r in runs if r["mode"] == mode}):
             cell = [r for r in runs if r["mode"] == mode and r["concurrency"] == concurrency]
             best.append(max(cell, key=lambda r: r["requests_per_s"]))
@@ -306,13 +313,13 @@ def main() -> int:
         "rounds": args.rounds,
         "modes": {
             "offline encode()": "the same requests, Encoder.encode one after another in one process (no HTTP)",
-            **{mode: " ".join(flags) or "(defaults)" for mode, flags in MODES.items()},
+            **{mode: " ".join(flags) or "(defaults)" for mode, flags in modes.items()},
         },
         "machine": host,
         "best": best,
         "runs": runs,
     }
-    stem = args.out / f"serve_{args.precision}"
+    stem = args.out / (args.name or f"serve_{args.precision}")
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     write_markdown(result, stem.with_suffix(".md"))
     say(f"wrote {stem}.json and {stem}.md")

@@ -193,3 +193,148 @@ def embed_dataset(
         compute=ray.data.ActorPoolStrategy(size=plan.workers),
         num_cpus=plan.reserve_cpus,  # Ray Data spreads actors over the nodes by default
     )
+
+
+# ------------------------------------------------------------------------------------------ Ray Serve
+#: Ray Serve's name for the deployment and for the application holding it.
+SERVE_NAME = "embedrt"
+#: Requests a replica may hold at once before Ray Serve queues them in its proxy. The batcher merges
+#: what a replica holds into engine runs, so it must hold many: 64 concurrent clients on one replica batch.
+MAX_ONGOING_REQUESTS = 256
+#: Autoscaling target: requests in flight per replica (queued in the replica's batcher or running).
+TARGET_ONGOING_REQUESTS = 32
+
+
+class ServeReplica:
+    """One Ray Serve replica: the very ASGI app of ``embedrt serve`` (routes, validation, errors, batcher).
+
+    Ray constructs it in the replica's actor from the settings alone; the replica loads the bundles
+    itself, from a path every node must be able to read (as :func:`embed_dataset`).
+    """
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+
+    def __serve_build_asgi_app__(self) -> Any:
+        """Called by Ray Serve once per replica; Ray runs the app's lifespan (warm-up) before routing to it."""
+        from embedrt.server.app import EmbeddingServer
+        from embedrt.server.serve import bundle_spec, load_models
+
+        for _, path in (bundle_spec(spec) for spec in self.settings.bundles):
+            if not os.path.isdir(path):
+                raise BundleError(
+                    f"bundle {path} is not readable on Ray node {_host()}: every replica opens the bundle "
+                    "itself, so put it at the same path on every node (see docs/scaling.md)"
+                )
+        served, lanes = load_models(self.settings)
+        return EmbeddingServer(served, self.settings, engine_threads=lanes)
+
+
+def _import_serve() -> Any:
+    try:
+        from ray import serve
+    except ImportError as err:
+        raise missing_extra("ray[serve]", "ray", "serving on Ray Serve") from err
+    return serve
+
+
+def serve_app(
+    bundles: list[str] | tuple[str, ...],
+    threads_per_replica: int = 1,
+    min_replicas: int = 1,
+    max_replicas: int | None = None,
+    target_ongoing_requests: int = TARGET_ONGOING_REQUESTS,
+    **options: Any,
+) -> Any:
+    """The Ray Serve application: replicas of the ``embedrt serve`` app, each reserving its engine threads as CPUs.
+
+    ``bundles``: directories or ``NAME=DIRECTORY``, as ``embedrt serve`` takes them. ``max_replicas``
+    above ``min_replicas`` turns on Ray Serve's autoscaling on requests in flight per replica
+    (``target_ongoing_requests``); dynamic batching happens inside each replica. ``options``: any
+    :class:`~embedrt.server.settings.ServerSettings` field (``precision``, ``max_wait_ms``, ``api_key``...).
+    """
+    from dataclasses import replace
+
+    from embedrt.server.serve import bundle_spec
+    from embedrt.server.settings import ServerSettings
+
+    serve = _import_serve()
+    if not bundles:
+        raise InputError("no bundle given: pass at least one bundle directory")
+    if threads_per_replica < 1 or min_replicas < 1 or (max_replicas is not None and max_replicas < min_replicas):
+        raise InputError("need threads_per_replica >= 1, min_replicas >= 1 and max_replicas >= min_replicas")
+    paths = []
+    for name, path in (bundle_spec(os.fspath(spec)) for spec in bundles):
+        absolute = os.path.abspath(path)  # replicas do not share the driver's working directory
+        paths.append(f"{name}={absolute}" if name else absolute)
+    try:
+        settings = replace(ServerSettings(bundle=paths[0]), more_bundles=tuple(paths[1:]), **options)
+    except TypeError as err:
+        raise InputError(f"{err}; options are the fields of embedrt.server.settings.ServerSettings") from err
+    settings = replace(settings, threads=threads_per_replica, workers=1)
+    scaling: dict[str, Any] = {"num_replicas": min_replicas}
+    if max_replicas is not None and max_replicas > min_replicas:
+        scaling = {
+            "autoscaling_config": {
+                "min_replicas": min_replicas,
+                "max_replicas": max_replicas,
+                "target_ongoing_requests": target_ongoing_requests,
+            }
+        }
+    deployment = serve.deployment(
+        serve.ingress()(ServeReplica),
+        name=SERVE_NAME,
+        ray_actor_options={"num_cpus": threads_per_replica},
+        max_ongoing_requests=MAX_ONGOING_REQUESTS,
+        **scaling,
+    )
+    return deployment.bind(settings)
+
+
+def build_app(args: dict[str, Any]) -> Any:
+    """Ray Serve's application builder, for ``serve run`` and KubeRay: ``import_path: embedrt.ray:build_app``.
+
+    ``args`` are :func:`serve_app`'s keyword arguments, as a Serve config's ``args:`` gives them, or as
+    ``serve run embedrt.ray:build_app bundles=A,B precision=int8`` gives them (all strings: parsed here).
+    """
+    from embedrt.server.settings import OPTIONS
+
+    args = dict(args)
+    bundles = args.pop("bundles", None)
+    if isinstance(bundles, str):
+        bundles = [one for one in bundles.split(",") if one]
+    if not isinstance(bundles, list) or not bundles:
+        raise InputError("args.bundles must be a non-empty list of bundle directories")
+    parsers = {option.field: option.parse for option in OPTIONS}
+    for key, value in args.items():
+        if isinstance(value, str) and key in _COUNTS:
+            args[key] = int(value)
+        elif isinstance(value, str) and key in parsers:
+            args[key] = parsers[key](value)
+    return serve_app(bundles, **args)
+
+
+_COUNTS = ("threads_per_replica", "min_replicas", "max_replicas", "target_ongoing_requests")
+
+
+def serve(
+    bundles: list[str] | tuple[str, ...],
+    address: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    **kwargs: Any,
+) -> str:
+    """Run the embedding server on a Ray cluster (``address``: as ``ray.init`` takes it) and return its URL.
+
+    Returns once every replica is warmed up; the application keeps running after the driver exits.
+    Stop it with ``ray.serve.shutdown()`` (or ``serve shutdown``). ``kwargs``: :func:`serve_app`'s.
+    """
+    import ray
+
+    serve_module = _import_serve()
+    if not ray.is_initialized():
+        ray.init(address=address)
+    serve_module.start(http_options={"host": host, "port": port})
+    app = serve_app(bundles, **kwargs)
+    serve_module.run(app, name=SERVE_NAME, route_prefix="/", blocking=False)
+    return f"http://{host}:{port}"

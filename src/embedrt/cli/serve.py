@@ -16,7 +16,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "clients. Every flag can also be set by its EMBEDRT_* variable; a flag wins.\n\nroutes:\n" + describe(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("bundle", nargs="?", default=None, help="bundle directory (or EMBEDRT_BUNDLE)")
+    p.add_argument(
+        "bundle",
+        nargs="*",
+        default=None,
+        metavar="BUNDLE",
+        help="bundle directory, or NAME=DIRECTORY to serve it as NAME; several are served side by side, the first "
+        "by default (or EMBEDRT_BUNDLE)",
+    )
     for option in OPTIONS:
         default = ServerSettings.__dataclass_fields__[option.field].default
         shown = "" if default is None or option.field == "api_key" else f", default {default}"

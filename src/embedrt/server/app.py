@@ -1,5 +1,10 @@
 """The ASGI application: routes for OpenAI and TEI clients, health, info and metrics.
 
+It serves one bundle or several (a :class:`Model` each, with its own batcher). The OpenAI routes pick
+the model by the body's ``model`` (its name or alias); TEI's routes serve the first model unless the
+``X-Model`` header names another. Several models share one pool of engine threads, so their batches
+never run on more threads than the server was given.
+
 A plain ASGI callable, no web framework: each request costs a dictionary lookup (the table in
 :mod:`embedrt.server.routes`) and the work it asks for. Routes stay thin: authorize, admit (or 429),
 read the body within ``--payload-limit`` however it is sent, parse it with its field table (which also
@@ -10,19 +15,22 @@ TEI's timing headers. Errors go through the one table in :mod:`embedrt.server.er
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
 from tokenizers import Encoding
 
+from embedrt.errors import InputError
 from embedrt.runtime.encoder import Encoder
 from embedrt.server.batcher import DynamicBatcher, Timing
 from embedrt.server.errors import ErrorKind, ServerError, classify, render_error
@@ -49,6 +57,8 @@ log = logging.getLogger("embedrt.server")
 JSON = b"application/json"
 #: A client's own deadline for one request, in milliseconds (at most the server's --request-timeout-ms).
 TIMEOUT_HEADER = "x-request-timeout-ms"
+#: The model a TEI route serves when the server has several (default: the first bundle given).
+MODEL_HEADER = "x-model"
 WARM_UP_TEXTS = ("warm up", "预热" * 40, "a b c d e f g h i j k l m n o p q r s t u v w x y z")
 
 Response = tuple[int, list[tuple[bytes, bytes]], bytes]
@@ -61,7 +71,7 @@ class ClientGone(Exception):
 class Request:
     """What a route needs of one HTTP request."""
 
-    __slots__ = ("headers", "method", "path", "receive", "started")
+    __slots__ = ("headers", "method", "model", "path", "receive", "started")
 
     def __init__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
         self.path: str = scope["path"]
@@ -69,6 +79,7 @@ class Request:
         self.headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
         self.receive = receive
         self.started = time.monotonic()
+        self.model: str | None = None  # the served model that answered, once a route has chosen it
 
     async def body(self, limit: int) -> bytes:
         """The whole body, refused with 413 as soon as it passes ``limit`` bytes, however it is sent."""
@@ -101,24 +112,57 @@ def model_name(encoder: Encoder) -> str:
     return encoder.bundle.root.resolve().name if not source or Path(source).is_absolute() else source
 
 
-class EmbeddingServer:
-    """The ASGI application serving ``encoder`` within ``settings``' limits."""
+@dataclass(frozen=True)
+class Served:
+    """A bundle to serve: its loaded encoder and the name clients call it by (None: :func:`model_name`)."""
 
-    def __init__(self, encoder: Encoder, settings: ServerSettings, metrics: Metrics | None = None) -> None:
-        self.encoder = encoder
+    encoder: Encoder
+    name: str | None = None
+
+
+@dataclass
+class Model:
+    """One served bundle: its encoder, its batcher and how clients name it."""
+
+    name: str
+    encoder: Encoder
+    batcher: DynamicBatcher
+    #: Characters per text: beyond it refused without truncation, cut before tokenizing with it (TEI's rule).
+    char_limit: int
+    compute_type: bytes
+
+
+class EmbeddingServer:
+    """The ASGI application serving one encoder, or several :class:`Served` bundles, within ``settings``' limits.
+
+    With several, their batchers share one pool of ``engine_threads`` engine threads (each runs one
+    batch at a time): batches of different models run side by side on at most that many threads, each
+    model's turn comes in arrival order, and the engine threads of the models should add up to the cores.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder | Sequence[Served],
+        settings: ServerSettings,
+        metrics: Metrics | None = None,
+        engine_threads: int = 1,
+    ) -> None:
+        if isinstance(encoder, (list, tuple)):
+            served: list[Served] = list(encoder)
+        else:  # one encoder (or a stand-in for one, in tests)
+            served = [Served(cast(Encoder, encoder), settings.served_model_name)]
+        if not served:
+            raise InputError("no bundle to serve: give at least one")
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.batcher = DynamicBatcher(
-            encoder,
-            max_batch_tokens=settings.max_batch_tokens,
-            max_wait_s=settings.max_wait_s,
-            max_batch_requests=settings.max_batch_requests,
-            metrics=self.metrics,
-        )
-        self.name = settings.served_model_name or model_name(encoder)
-        #: Characters per text: beyond it refused without truncation, cut before tokenizing with it (TEI's rule).
-        self.char_limit = settings.max_input_chars or CHARS_PER_TOKEN * encoder.max_seq_length
-        self.compute_type = f"{settings.device}+{encoder.engine}+{encoder.precision}".encode()
+        self.engine: ThreadPoolExecutor | None = None
+        if len(served) > 1:
+            self.engine = ThreadPoolExecutor(max_workers=max(1, engine_threads), thread_name_prefix="embedrt-engine")
+        self.models = [self._model(one) for one in served]
+        self.lookup = _names(self.models)
+        default = self.models[0]
+        self.encoder, self.batcher, self.name = default.encoder, default.batcher, default.name
+        self.char_limit, self.compute_type = default.char_limit, default.compute_type
         self.ready = False
         self.in_flight = 0
         self.routes: dict[str, dict[str, Route]] = {}
@@ -126,12 +170,50 @@ class EmbeddingServer:
             self.routes.setdefault(route.path, {})[route.method] = route
         self.openapi_body = orjson.dumps(document(self.limits, self.name, self.settings.api_key is not None))
 
-    def limits(self, route: Route) -> Limits:
+    def _model(self, served: Served) -> Model:
+        encoder, settings = served.encoder, self.settings
+        batcher = DynamicBatcher(
+            encoder,
+            max_batch_tokens=settings.max_batch_tokens,
+            max_wait_s=settings.max_wait_s,
+            max_batch_requests=settings.max_batch_requests,
+            metrics=self.metrics,
+            engine=self.engine,
+        )
+        return Model(
+            name=served.name or model_name(encoder),
+            encoder=encoder,
+            batcher=batcher,
+            char_limit=settings.max_input_chars or CHARS_PER_TOKEN * encoder.max_seq_length,
+            compute_type=f"{settings.device}+{encoder.engine}+{encoder.precision}".encode(),
+        )
+
+    def limits(self, route: Route, model: Model | None = None) -> Limits:
         """What ``route`` takes: OpenAI's 2,048 texts on its routes, TEI's --max-client-batch-size on the others."""
+        dim = (model or self.models[0]).encoder.dim
         if route.dialect is Dialect.OPENAI:
-            return Limits(self.encoder.dim, self.settings.max_openai_batch_size, "--max-openai-batch-size")
+            return Limits(dim, self.settings.max_openai_batch_size, "--max-openai-batch-size")
         split = self.settings.split_client_batches
-        return Limits(self.encoder.dim, None if split else self.settings.max_client_batch_size)
+        return Limits(dim, None if split else self.settings.max_client_batch_size)
+
+    def model(self, request: Request, name: str | None, param: str) -> Model:
+        """The model ``name`` calls for (None: the first); unknown is a 404 naming the served ones.
+
+        With one model, the OpenAI routes take any name (as before: clients send their own model ids).
+        """
+        if name is None:
+            chosen = self.models[0]
+        elif name in self.lookup:
+            chosen = self.lookup[name]
+        elif len(self.models) == 1 and param == "model":
+            chosen = self.models[0]
+        else:
+            served = ", ".join(repr(model.name) for model in self.models)
+            raise ServerError(
+                ErrorKind.NOT_FOUND, f"model {name[:100]!r} is not served here; this server has {served}", param
+            )
+        request.model = chosen.name
+        return chosen
 
     # ------------------------------------------------------------------------------------------ ASGI
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -157,23 +239,27 @@ class EmbeddingServer:
                 return
 
     async def start(self) -> None:
-        """Start the batcher and run the engine once per warm-up text, before the first client."""
-        await self.batcher.start()
-        for text in WARM_UP_TEXTS:  # first runs allocate engine buffers; pay for that now
-            await self.batcher.embed(await self.batcher.tokenize([text] * 4), normalize=False)
+        """Start the batchers and run each engine once per warm-up text, before the first client."""
+        for model in self.models:
+            batcher, encoder = model.batcher, model.encoder
+            await batcher.start()
+            for text in WARM_UP_TEXTS:  # first runs allocate engine buffers; pay for that now
+                await batcher.embed(await batcher.tokenize([text] * 4), normalize=False)
+            log.info(
+                "embedrt: serving %s (%s %s, %s), dim %d",
+                model.name,
+                encoder.engine,
+                encoder.precision,
+                encoder.backend.name,
+                encoder.dim,
+            )
         self.ready = True
-        log.info(
-            "embedrt: serving %s (%s %s, %s), dim %d",
-            self.name,
-            self.encoder.engine,
-            self.encoder.precision,
-            self.encoder.backend.name,
-            self.encoder.dim,
-        )
 
     async def stop(self) -> None:
         self.ready = False
-        await self.batcher.stop()
+        await asyncio.gather(*(model.batcher.stop() for model in self.models))
+        if self.engine is not None:
+            self.engine.shutdown(wait=True)
 
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         request = Request(scope, receive)
@@ -208,8 +294,12 @@ class EmbeddingServer:
         await send({"type": "http.response.start", "status": status, "headers": head})
         await send({"type": "http.response.body", "body": body})
         if route is not None and route.embedding:
-            self.metrics.request_duration.labels(request.path).observe(time.monotonic() - request.started)
+            elapsed = time.monotonic() - request.started
+            self.metrics.request_duration.labels(request.path).observe(elapsed)
             self.metrics.requests.labels(request.path, str(status)).inc()
+            if request.model is not None:
+                self.metrics.model_request_duration.labels(request.model, request.path).observe(elapsed)
+                self.metrics.model_requests.labels(request.model, request.path, str(status)).inc()
 
     def route(self, request: Request) -> Route:
         """The route for the request's path and method, or a 404 / 405 saying what there is."""
@@ -266,14 +356,16 @@ class EmbeddingServer:
     async def json(self, request: Request) -> dict[str, Any]:
         return parse_json_object(await request.body(self.settings.payload_limit))
 
-    async def embed(self, texts: list[str], how: Embedding, deadline: float | None, work: Work) -> np.ndarray:
+    async def embed(
+        self, model: Model, texts: list[str], how: Embedding, deadline: float | None, work: Work
+    ) -> np.ndarray:
         """Vectors of ``texts``, in pieces of --max-client-batch-size; ``work`` gets their tokens and timings."""
-        texts = fit(texts, how.truncate, how.direction, self.char_limit, how.label, how.fix)
+        texts = fit(texts, how.truncate, how.direction, model.char_limit, how.label, how.fix)
         size = self.settings.max_client_batch_size
         parts = []
         for start in range(0, len(texts), size):
             began = time.perf_counter()
-            encodings = await self.batcher.tokenize(texts[start : start + size], how.direction)
+            encodings = await model.batcher.tokenize(texts[start : start + size], how.direction)
             work.tokenization_s += time.perf_counter() - began
             if not how.truncate:
                 for index, encoding in enumerate(encodings):
@@ -281,39 +373,41 @@ class EmbeddingServer:
                         label = how.label(start + index)
                         raise ServerError(
                             ErrorKind.VALIDATION,
-                            f"'{label}' is longer than this model's {self.encoder.max_seq_length} tokens "
+                            f"'{label}' is longer than this model's {model.encoder.max_seq_length} tokens "
                             f"(max_input_length); {how.fix}",
                             top_field(label),
                         )
             work.tokens += sum(len(encoding.ids) for encoding in encodings)
-            parts.append(await self.cached(encodings, how.normalize, deadline, work.timing))
+            parts.append(await self.cached(model, encodings, how.normalize, deadline, work.timing))
         work.characters += sum(len(text) for text in texts)
         self.metrics.texts.inc(len(texts))
         self.metrics.tokens.inc(work.tokens)
+        self.metrics.model_texts.labels(model.name).inc(len(texts))
+        self.metrics.model_tokens.labels(model.name).inc(work.tokens)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     async def cached(
-        self, encodings: list[Encoding], normalize: bool, deadline: float | None, timing: Timing
+        self, model: Model, encodings: list[Encoding], normalize: bool, deadline: float | None, timing: Timing
     ) -> np.ndarray:
-        """Vectors from the result cache where it has them, from the batcher for the rest."""
-        cache = self.encoder.cache
+        """Vectors from the model's result cache where it has them, from its batcher for the rest."""
+        cache, batcher = model.encoder.cache, model.batcher
         if cache is None:
-            return await self.batcher.embed(encodings, normalize, deadline, timing)
-        out = np.empty((len(encodings), self.encoder.dim), dtype=np.float32)
+            return await batcher.embed(encodings, normalize, deadline, timing)
+        out = np.empty((len(encodings), model.encoder.dim), dtype=np.float32)
         keys, missing = cache.fill([encoding.ids for encoding in encodings], normalize, out)
         self.metrics.cache_hits.inc(len(keys) - len(missing))
         self.metrics.cache_misses.inc(len(missing))
         if missing:
-            computed = await self.batcher.embed([encodings[i] for i in missing], normalize, deadline, timing)
+            computed = await batcher.embed([encodings[i] for i in missing], normalize, deadline, timing)
             out[missing] = computed
             cache.put_many([keys[i] for i in missing], computed)
         return out
 
-    def timing_headers(self, request: Request, work: Work) -> list[tuple[bytes, bytes]]:
+    def timing_headers(self, request: Request, model: Model, work: Work) -> list[tuple[bytes, bytes]]:
         """TEI's per-request headers: where the time went (whole milliseconds) and how much was computed."""
         total = str(round((time.monotonic() - request.started) * 1000)).encode()
         return [
-            (b"x-compute-type", self.compute_type),
+            (b"x-compute-type", model.compute_type),
             (b"x-compute-time", total),
             (b"x-compute-characters", str(work.characters).encode()),
             (b"x-compute-tokens", str(work.tokens).encode()),
@@ -327,41 +421,47 @@ class EmbeddingServer:
     async def openai_embeddings(self, request: Request, limits: Limits) -> Response:
         """OpenAI's embeddings: unit-length vectors whatever the model's modules, as OpenAI and TEI return."""
         deadline = self.deadline(request)
-        query = OPENAI.read(await self.json(request), limits)
+        body = await self.json(request)
+        asked = body.get("model")
+        model = self.model(request, asked if isinstance(asked, str) else None, "model")
+        query = OPENAI.read(body, self.limits(self.route(request), model))
         truncate = self.settings.auto_truncate
         how = Embedding(True, truncate, "right", _labels("input"), OPENAI_TRUNCATE_FIX)
         work = Work()
-        vectors = await self.embed(query["input"], how, deadline, work)
-        body = openai_body(vectors, query["encoding_format"], self.name, work.tokens)
-        return 200, self.timing_headers(request, work), body
+        vectors = await self.embed(model, query["input"], how, deadline, work)
+        answer = openai_body(vectors, query["encoding_format"], model.name, work.tokens)
+        return 200, self.timing_headers(request, model, work), answer
 
     async def tei_embed(self, request: Request, limits: Limits) -> Response:
         deadline = self.deadline(request)
-        query = EMBED.read(await self.json(request), limits)
+        model = self.model(request, request.headers.get(MODEL_HEADER), "X-Model")
+        query = EMBED.read(await self.json(request), self.limits(self.route(request), model))
         truncate = _first(query["truncate"], self.settings.auto_truncate)
         how = Embedding(query["normalize"], truncate, query["truncation_direction"], _labels("inputs"), TRUNCATE_FIX)
         work = Work()
-        vectors = await self.embed(query["inputs"], how, deadline, work)
-        return 200, self.timing_headers(request, work), tei_body(vectors)
+        vectors = await self.embed(model, query["inputs"], how, deadline, work)
+        return 200, self.timing_headers(request, model, work), tei_body(vectors)
 
     async def similarity(self, request: Request, limits: Limits) -> Response:
         """TEI's ``/similarity``: the cosine of ``source_sentence`` with each of ``sentences``, in order."""
         deadline = self.deadline(request)
-        query = SIMILARITY.read(await self.json(request), limits)
+        model = self.model(request, request.headers.get(MODEL_HEADER), "X-Model")
+        query = SIMILARITY.read(await self.json(request), self.limits(self.route(request), model))
         inputs, parameters = query["inputs"], query["parameters"] or {}
         truncate = _first(parameters.get("truncate"), query["truncate"], self.settings.auto_truncate)
         direction = parameters.get("truncation_direction") or query["truncation_direction"] or "right"
         how = Embedding(True, truncate, direction, _similarity_label, SIMILARITY_TRUNCATE_FIX)
         work = Work()
-        vectors = await self.embed([inputs["source_sentence"], *inputs["sentences"]], how, deadline, work)
+        vectors = await self.embed(model, [inputs["source_sentence"], *inputs["sentences"]], how, deadline, work)
         scores = np.clip(vectors[1:] @ vectors[0], -1.0, 1.0)
-        return 200, self.timing_headers(request, work), orjson.dumps(scores, option=orjson.OPT_SERIALIZE_NUMPY)
+        return 200, self.timing_headers(request, model, work), orjson.dumps(scores, option=orjson.OPT_SERIALIZE_NUMPY)
 
     async def tokenize(self, request: Request) -> Response:
         """TEI's ``/tokenize``: for each input, its tokens as the model sees them (character offsets)."""
-        query = TOKENIZE.read(await self.json(request), self.limits(self.routes["/tokenize"]["POST"]))
+        model = self.model(request, request.headers.get(MODEL_HEADER), "X-Model")
+        query = TOKENIZE.read(await self.json(request), self.limits(self.routes["/tokenize"]["POST"], model))
         texts = query["inputs"]
-        encodings = await self.batcher.tokenize(texts)
+        encodings = await model.batcher.tokenize(texts)
         body = [
             _tokens(text, encoding, query["add_special_tokens"])
             for text, encoding in zip(texts, encodings, strict=True)
@@ -369,16 +469,21 @@ class EmbeddingServer:
         return 200, [], orjson.dumps(body)
 
     async def health(self, request: Request) -> Response:
-        if not (self.ready and self.batcher.healthy):
+        if not (self.ready and all(model.batcher.healthy for model in self.models)):
             raise ServerError(
                 ErrorKind.UNAVAILABLE, "the model is not loaded and warmed yet, or the server is stopping"
             )
         return 200, [], b'{"status":"ok"}'
 
     async def info(self, request: Request) -> Response:
-        encoder = self.encoder
-        body = {
-            "model_id": self.name,
+        """The first model's card at the top (TEI's shape), every served model's under ``models``."""
+        cards = [self.card(model) for model in self.models]
+        return 200, [], orjson.dumps({**cards[0], "models": cards})
+
+    def card(self, model: Model) -> dict[str, Any]:
+        encoder = model.encoder
+        return {
+            "model_id": model.name,
             "model_dtype": encoder.precision,
             "engine": encoder.engine,
             "backend": encoder.backend.name,
@@ -387,7 +492,7 @@ class EmbeddingServer:
             "dim": encoder.dim,
             "max_input_length": encoder.max_seq_length,
             "max_client_batch_size": self.settings.max_client_batch_size,
-            "max_input_chars": self.char_limit,
+            "max_input_chars": model.char_limit,
             "auto_truncate": self.settings.auto_truncate,
             "max_batch_tokens": self.settings.max_batch_tokens,
             "max_concurrent_requests": self.settings.max_concurrent_requests,
@@ -395,10 +500,9 @@ class EmbeddingServer:
             "cache": encoder.cache.stats() if encoder.cache is not None else None,
             "manifest": orjson.loads(encoder.manifest.to_json()),
         }
-        return 200, [], orjson.dumps(body)
 
-    async def models(self, request: Request) -> Response:
-        data = [{"id": self.name, "object": "model", "created": 0, "owned_by": "embedrt"}]
+    async def list_models(self, request: Request) -> Response:
+        data = [{"id": model.name, "object": "model", "created": 0, "owned_by": "embedrt"} for model in self.models]
         return 200, [], orjson.dumps({"object": "list", "data": data})
 
     async def prometheus(self, request: Request) -> Response:
@@ -434,6 +538,22 @@ class Work:
     tokens: int = 0
     tokenization_s: float = 0.0
     timing: Timing = field(default_factory=Timing)
+
+
+def _names(models: list[Model]) -> dict[str, Model]:
+    """Each model by its served name, and by its bundle's own id where that differs and is unambiguous."""
+    lookup: dict[str, Model] = {}
+    for model in models:
+        if model.name in lookup:
+            raise InputError(f"two bundles would both be served as {model.name!r}: name them apart with NAME=DIRECTORY")
+        lookup[model.name] = model
+    own: dict[str, list[Model]] = {}
+    for model in models:
+        own.setdefault(model_name(model.encoder), []).append(model)
+    for name, owners in own.items():
+        if name not in lookup and len(owners) == 1:
+            lookup[name] = owners[0]
+    return lookup
 
 
 def _labels(name: str) -> Callable[[int], str]:

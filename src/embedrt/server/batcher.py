@@ -97,6 +97,7 @@ class DynamicBatcher:
         max_wait_s: float = 0.0,
         max_batch_requests: int | None = None,
         metrics: Metrics | None = None,
+        engine: ThreadPoolExecutor | None = None,
     ) -> None:
         self.encoder = encoder
         self.max_batch_tokens = max_batch_tokens
@@ -110,7 +111,9 @@ class DynamicBatcher:
         self._arrived = asyncio.Event()  # binds to the loop that first waits on it
         self._closing = False
         self._task: asyncio.Task | None = None
-        self._engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedrt-engine")
+        #: The engine thread; a server with several models passes one pool they share (and shuts it down).
+        self._owns_engine = engine is None
+        self._engine = engine or ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedrt-engine")
         # Counters tests read to see what the batcher did (never timings): cycles run, and cycles whose
         # start waited for batch-mates (only with max_wait_s > 0).
         self.cycles = 0
@@ -127,7 +130,8 @@ class DynamicBatcher:
         self._arrived.set()
         if self._task is not None:
             await self._task
-        self._engine.shutdown(wait=True)
+        if self._owns_engine:
+            self._engine.shutdown(wait=True)
 
     @property
     def healthy(self) -> bool:

@@ -1,8 +1,15 @@
-"""Prometheus metrics of one server, in their own registry (so two apps in one process never collide)."""
+"""Prometheus metrics of one server, in their own registry (so two apps in one process never collide).
+
+Under ``--workers N`` (``PROMETHEUS_MULTIPROC_DIR`` set) every worker writes its values to files there
+and :meth:`Metrics.render` reads all of them: one view of the whole server from any worker.
+"""
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 # Latency buckets from 1 ms to 30 s: CPU batches of short queries take milliseconds, long paragraphs seconds.
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -49,7 +56,9 @@ class Metrics:
         self.cache_misses = Counter(
             "embedrt_cache_misses_total", "Texts looked up in the result cache and not found", registry=r
         )
-        self.connections = Gauge("embedrt_connections", "Open HTTP connections", registry=r)
+        self.connections = Gauge(
+            "embedrt_connections", "Open HTTP connections", registry=r, multiprocess_mode="livesum"
+        )
         self.connections_refused = Counter(
             "embedrt_connections_refused_total", "Connections answered 503 and closed (--max-connections)", registry=r
         )
@@ -71,13 +80,42 @@ class Metrics:
         self.batch_requests = Histogram(
             "embedrt_batch_requests", "Requests merged into one batching cycle", buckets=_ROWS, registry=r
         )
-        self.in_flight = Gauge("embedrt_requests_in_flight", "Embedding requests being served now", registry=r)
-        self.queue_size = Gauge("embedrt_queue_texts", "Texts waiting for the engine", registry=r)
+        self.in_flight = Gauge(
+            "embedrt_requests_in_flight",
+            "Embedding requests being served now",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.queue_size = Gauge(
+            "embedrt_queue_texts", "Texts waiting for the engine", registry=r, multiprocess_mode="livesum"
+        )
         self.failures = Counter("embedrt_request_failures_total", "Failed requests, by reason", ["reason"], registry=r)
         self.texts = Counter("embedrt_texts_total", "Texts embedded", registry=r)
         self.tokens = Counter(
             "embedrt_tokens_total", "Tokens embedded (after truncation, with special tokens)", registry=r
         )
 
+        # Per served model (a server may serve several): which model did what.
+        self.model_requests = Counter(
+            "embedrt_model_requests_total",
+            "Embedding requests answered, by model, endpoint and status",
+            ["model", "endpoint", "status"],
+            registry=r,
+        )
+        self.model_request_duration = Histogram(
+            "embedrt_model_request_duration_seconds",
+            "Time from request received to response ready, by model and endpoint",
+            ["model", "endpoint"],
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.model_texts = Counter("embedrt_model_texts_total", "Texts embedded, by model", ["model"], registry=r)
+        self.model_tokens = Counter("embedrt_model_tokens_total", "Tokens embedded, by model", ["model"], registry=r)
+
     def render(self) -> bytes:
+        """Prometheus text: this process's metrics, or every worker's summed under ``--workers``."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry)
         return generate_latest(self.registry)

@@ -67,12 +67,18 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("GET", "/", "health", "health, as TEI answers it", response="health", private=False),
     Route("GET", "/ping", "health", "health, as SageMaker asks for it", response="health", private=False),
-    Route("GET", "/info", "info", "the served model, its limits and manifest", response="info"),
+    Route(
+        "GET",
+        "/info",
+        "info",
+        "the served model, its limits and manifest; every served model under models",
+        response="info",
+    ),
     Route(
         "GET",
         "/v1/models",
-        "models",
-        "OpenAI's model list: the one served model",
+        "list_models",
+        "OpenAI's model list: the served models",
         response="models",
         dialect=Dialect.OPENAI,
     ),  # fmt: skip

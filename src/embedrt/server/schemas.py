@@ -320,7 +320,9 @@ OPENAI = Body(
     "OpenAIRequest",
     (
         Field("input", Texts(), required=True, doc="the texts; token-id arrays are refused"),
-        Field("model", Name(), doc="ignored: this server serves one model"),
+        Field(
+            "model", Name(), doc="the served model's name or alias (default: the first); any name when one is served"
+        ),
         Field("encoding_format", Choice(ENCODING_FORMATS, "'float' or 'base64'"), default="float"),
         _DIMENSIONS,
         Field("user", Name(), doc="ignored"),

@@ -1,4 +1,8 @@
-"""``embedrt serve``: load the bundle, bind the socket, run uvicorn, drain on SIGTERM and exit 0."""
+"""``embedrt serve``: load the bundles, bind the socket, run uvicorn, drain on SIGTERM and exit 0.
+
+With ``--workers N`` the process binds the socket and starts N worker processes
+(:mod:`embedrt.server.workers`) that serve it, each running :func:`serve` with its share of the threads.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,14 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import uvicorn
 
 from embedrt.errors import BackendError, InputError
 from embedrt.runtime.encoder import Encoder
-from embedrt.runtime.threads import cpu_budget
-from embedrt.server.app import EmbeddingServer
+from embedrt.runtime.threads import cpu_budget, default_threads
+from embedrt.server.app import EmbeddingServer, Served
 from embedrt.server.http import guarded_protocol
 from embedrt.server.metrics import Metrics
 from embedrt.server.settings import ServerSettings
@@ -95,28 +100,67 @@ def connection_cap(asked: int | None) -> int:
     return asked
 
 
-def serve(settings: ServerSettings) -> int:
-    """Serve until SIGTERM or SIGINT; return 0 after a graceful drain."""
+def bundle_spec(spec: str) -> tuple[str | None, str]:
+    """``NAME=DIRECTORY`` -> ``(NAME, DIRECTORY)``; a directory (even one with ``=`` in its name) -> ``(None, it)``."""
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path or "/" in name or Path(spec).exists():
+        return None, spec
+    return name, path
+
+
+def plan_threads(total: int, models: int) -> tuple[int, int]:
+    """(engine threads shared by the models, threads each model's engine uses): their product is at most ``total``.
+
+    Two models on 2 cores: 2 engine threads, 1 thread each, so both can run a batch at once and the
+    cores are never oversubscribed; 3 models on 2 cores: they take turns on 2 engine threads.
+    """
+    lanes = max(1, min(models, total))
+    return lanes, max(1, total // lanes)
+
+
+def load_models(settings: ServerSettings) -> tuple[list[Served], int]:
+    """Each bundle loaded once, and how many engine threads the server's models share."""
+    specs = [bundle_spec(spec) for spec in settings.bundles]
+    if len(specs) > 1 and settings.served_model_name:
+        raise InputError("--served-model-name names one bundle; with several, name each as NAME=DIRECTORY")
+    lanes, threads = 1, settings.threads
+    if len(specs) > 1:
+        lanes, threads = plan_threads(settings.threads or default_threads(), len(specs))
+    served = []
+    for name, path in specs:
+        encoder = Encoder.load(
+            path,
+            precision=settings.precision,
+            engine=settings.engine,
+            device=settings.device,
+            threads=threads,
+            cache_size=settings.cache_size,
+            spin=False,  # idle between requests: spinning threads would burn the CPU the batches need
+            batch_invariant=settings.batch_invariant,
+        )
+        served.append(Served(encoder, name or (settings.served_model_name if len(specs) == 1 else None)))
+        described = f"{threads} threads" if threads else cpu_budget().describe()
+        log.info("embedrt: %s: engine %s %s on %s", path, encoder.engine, encoder.precision, described)
+    if len(specs) > 1:
+        log.info("embedrt: %d models share %d engine threads of %d threads each", len(specs), lanes, threads)
+    return served, lanes
+
+
+def serve(settings: ServerSettings, sock: socket.socket | None = None) -> int:
+    """Serve until SIGTERM or SIGINT; return 0 after a graceful drain. ``sock``: a listening socket to serve."""
     _configure_logging()
     # A request's few texts are tokenized faster on the calling thread than by the tokenizers thread pool,
     # which competes with the engine for the cores (measured: -30% tokenizer CPU). The caller's value wins.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    encoder = Encoder.load(
-        settings.bundle,
-        precision=settings.precision,
-        engine=settings.engine,
-        device=settings.device,
-        threads=settings.threads,
-        cache_size=settings.cache_size,
-        spin=False,  # idle between requests: spinning threads would burn the CPU the batches need
-        batch_invariant=settings.batch_invariant,
-    )
-    threads = f"{settings.threads} threads (--threads)" if settings.threads else cpu_budget().describe()
-    log.info("embedrt: engine %s %s on %s", encoder.engine, encoder.precision, threads)
-    sock = bind(settings.host, settings.port)
+    if settings.workers > 1 and sock is None:
+        from embedrt.server.workers import serve_workers
+
+        return serve_workers(settings, bind(settings.host, settings.port))
+    served, lanes = load_models(settings)
+    sock = sock or bind(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     metrics = Metrics()
-    app = EmbeddingServer(encoder, settings, metrics)
+    app = EmbeddingServer(served, settings, metrics, engine_threads=lanes)
     cap = connection_cap(settings.max_connections)
     protocol = guarded_protocol(
         settings.read_timeout_s, cap, metrics.connections_refused.inc, metrics.read_timeouts.inc

@@ -50,7 +50,12 @@ def seconds(text: str) -> float:
 class ServerSettings:
     """Everything the server needs; limits are per request unless said otherwise."""
 
+    #: The bundle directory, or ``NAME=DIRECTORY`` to serve it under NAME; the first is the default model.
     bundle: str
+    #: More bundles served by the same server (same forms as ``bundle``).
+    more_bundles: tuple[str, ...] = ()
+    #: Processes sharing the port, each with its own engines and cache, the cores split between them.
+    workers: int = 1
     precision: str = "auto"
     engine: str = "auto"
     device: str = "cpu"
@@ -99,6 +104,10 @@ class ServerSettings:
     max_connections: int | None = None
     #: Seconds SIGTERM waits for in-flight requests before cancelling them.
     graceful_timeout_s: float = 30.0
+
+    @property
+    def bundles(self) -> tuple[str, ...]:
+        return (self.bundle, *self.more_bundles)
 
     @property
     def max_wait_s(self) -> float:
@@ -160,6 +169,7 @@ OPTIONS: tuple[Option, ...] = (
         "characters per text (default: 250 x the model's max tokens): cut before tokenizing when truncating, else 422",
     ),
     THREADS,
+    Option("workers", whole_number(1, 256), "processes sharing the port, --threads split between them (Linux)"),
     Option(
         "max_batch_requests", whole_number(1), "requests merged per engine cycle (default: no limit; 1 = no batching)"
     ),
@@ -200,12 +210,15 @@ def resolve_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None
     """
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    bundle = flags.get("bundle") or environ.get(ENV_PREFIX + "BUNDLE")
-    if not bundle:
+    given_bundles = flags.get("bundle")
+    if isinstance(given_bundles, str):
+        given_bundles = [given_bundles]
+    bundles = [str(one) for one in given_bundles or []] or [environ.get(ENV_PREFIX + "BUNDLE", "")]
+    if not all(bundles):
         raise InputError(
             f"no bundle given: pass BUNDLE or set {ENV_PREFIX}BUNDLE to a directory made by `embedrt export`"
         )
-    values["bundle"] = str(bundle)
+    values["bundle"], values["more_bundles"] = bundles[0], tuple(bundles[1:])
     for option in OPTIONS:
         given = flags.get(option.field)
         source = option.flag
