@@ -130,6 +130,17 @@ class Model:
     #: Characters per text: beyond it refused without truncation, cut before tokenizing with it (TEI's rule).
     char_limit: int
     compute_type: bytes
+    #: What goes before a text whose request names no prompt (--default-prompt-name, else the bundle's default).
+    default_prompt: str = ""
+
+    def prompt(self, name: str | None) -> str:
+        """The prefix for ``prompt_name`` (None: the default); a name the model lacks is a 422 listing its own."""
+        if name is None:
+            return self.default_prompt
+        try:
+            return self.encoder.prompt_text(name)
+        except InputError as err:
+            raise ServerError(ErrorKind.VALIDATION, str(err), "prompt_name") from err
 
 
 class EmbeddingServer:
@@ -186,6 +197,7 @@ class EmbeddingServer:
             batcher=batcher,
             char_limit=settings.max_input_chars or CHARS_PER_TOKEN * encoder.max_seq_length,
             compute_type=f"{settings.device}+{encoder.engine}+{encoder.precision}".encode(),
+            default_prompt=encoder.prompt_text(settings.default_prompt_name),
         )
 
     def limits(self, route: Route, model: Model | None = None) -> Limits:
@@ -359,8 +371,14 @@ class EmbeddingServer:
     async def embed(
         self, model: Model, texts: list[str], how: Embedding, deadline: float | None, work: Work
     ) -> np.ndarray:
-        """Vectors of ``texts``, in pieces of --max-client-batch-size; ``work`` gets their tokens and timings."""
+        """Vectors of ``texts``, in pieces of --max-client-batch-size; ``work`` gets their tokens and timings.
+
+        The prompt goes before each text after it is fitted to the character limit, as offline ``encode``
+        puts it before the text the caller gave.
+        """
         texts = fit(texts, how.truncate, how.direction, model.char_limit, how.label, how.fix)
+        if how.prompt:
+            texts = [how.prompt + text for text in texts]
         size = self.settings.max_client_batch_size
         parts = []
         for start in range(0, len(texts), size):
@@ -426,7 +444,7 @@ class EmbeddingServer:
         model = self.model(request, asked if isinstance(asked, str) else None, "model")
         query = OPENAI.read(body, self.limits(self.route(request), model))
         truncate = self.settings.auto_truncate
-        how = Embedding(True, truncate, "right", _labels("input"), OPENAI_TRUNCATE_FIX)
+        how = Embedding(True, truncate, "right", _labels("input"), OPENAI_TRUNCATE_FIX, model.prompt(None))
         work = Work()
         vectors = await self.embed(model, query["input"], how, deadline, work)
         answer = openai_body(vectors, query["encoding_format"], model.name, work.tokens)
@@ -437,7 +455,9 @@ class EmbeddingServer:
         model = self.model(request, request.headers.get(MODEL_HEADER), "X-Model")
         query = EMBED.read(await self.json(request), self.limits(self.route(request), model))
         truncate = _first(query["truncate"], self.settings.auto_truncate)
-        how = Embedding(query["normalize"], truncate, query["truncation_direction"], _labels("inputs"), TRUNCATE_FIX)
+        direction = query["truncation_direction"]
+        prompt = model.prompt(query["prompt_name"])
+        how = Embedding(query["normalize"], truncate, direction, _labels("inputs"), TRUNCATE_FIX, prompt)
         work = Work()
         vectors = await self.embed(model, query["inputs"], how, deadline, work)
         return 200, self.timing_headers(request, model, work), tei_body(vectors)
@@ -450,7 +470,8 @@ class EmbeddingServer:
         inputs, parameters = query["inputs"], query["parameters"] or {}
         truncate = _first(parameters.get("truncate"), query["truncate"], self.settings.auto_truncate)
         direction = parameters.get("truncation_direction") or query["truncation_direction"] or "right"
-        how = Embedding(True, truncate, direction, _similarity_label, SIMILARITY_TRUNCATE_FIX)
+        prompt = model.prompt(parameters.get("prompt_name"))
+        how = Embedding(True, truncate, direction, _similarity_label, SIMILARITY_TRUNCATE_FIX, prompt)
         work = Work()
         vectors = await self.embed(model, [inputs["source_sentence"], *inputs["sentences"]], how, deadline, work)
         scores = np.clip(vectors[1:] @ vectors[0], -1.0, 1.0)
@@ -460,7 +481,8 @@ class EmbeddingServer:
         """TEI's ``/tokenize``: for each input, its tokens as the model sees them (character offsets)."""
         model = self.model(request, request.headers.get(MODEL_HEADER), "X-Model")
         query = TOKENIZE.read(await self.json(request), self.limits(self.routes["/tokenize"]["POST"], model))
-        texts = query["inputs"]
+        prompt = model.prompt(query["prompt_name"])
+        texts = [prompt + text for text in query["inputs"]] if prompt else query["inputs"]
         encodings = await model.batcher.tokenize(texts)
         body = [
             _tokens(text, encoding, query["add_special_tokens"])
@@ -528,6 +550,8 @@ class Embedding:
     label: Callable[[int], str]
     #: What a client refused for an over-long input should do.
     fix: str
+    #: Put before every text (the request's prompt_name, else the server's default prompt).
+    prompt: str = ""
 
 
 @dataclass

@@ -235,20 +235,6 @@ class Dimensions:
 
 
 @dataclass(frozen=True)
-class Refused:
-    """A field of the dialect this server does not support: refused when set, never silently ignored."""
-
-    why: str
-    expects = "null"
-
-    def parse(self, value: Any, where: str, limits: Limits) -> Any:
-        raise _invalid(f"'{where}' is not supported: {self.why}", top_field(where))
-
-    def schema(self, limits: Limits) -> dict[str, Any]:
-        return {"type": "null"}
-
-
-@dataclass(frozen=True)
 class Field:
     """One member of a request body; ``default`` is what an absent or null value means."""
 
@@ -288,7 +274,7 @@ class Body:
         properties = {}
         for field in self.fields:
             schema = field.kind.schema(limits)
-            if not field.required and not isinstance(field.kind, Refused):
+            if not field.required:
                 schema = _nullable(schema)
             if field.default is not None:
                 schema["default"] = field.default
@@ -313,7 +299,12 @@ _DIRECTION = Field(
     default="right",
     doc="Right keeps an over-long input's start, Left its end",
 )
-_PROMPT = Field("prompt_name", Refused("put the prompt into the text"), doc="not supported: put the prompt in the text")
+_PROMPT = Field(
+    "prompt_name",
+    Name(),
+    doc="one of the model's prompts (see /info), put before every input; default: --default-prompt-name, else the "
+    "model's own default prompt",
+)
 _DIMENSIONS = Field("dimensions", Dimensions(), doc="the model's own size only: it is not Matryoshka-trained")
 
 OPENAI = Body(

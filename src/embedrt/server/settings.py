@@ -80,6 +80,9 @@ class ServerSettings:
     auto_truncate: bool = True
     #: The model id clients see in ``model`` and ``/info`` (None: the hub id the bundle came from, else its folder).
     served_model_name: str | None = None
+    #: The prompt put before every text when a request names none (TEI's --default-prompt-name); None: the
+    #: bundle's own default prompt (``default_prompt_name`` in its manifest), as offline ``encode`` applies it.
+    default_prompt_name: str | None = None
     #: Log one line a request (uvicorn's access log).
     access_log: bool = False
     threads: int | None = None
@@ -153,6 +156,13 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "served_model_name", nonempty, "the model id clients see in 'model' and /info (default: the bundle's)", "NAME"
     ),  # fmt: skip
+    Option(
+        "default_prompt_name",
+        nonempty,
+        "prompt (one of the bundle's, see `embedrt info`) put before texts when a request names none "
+        "(default: the bundle's default prompt)",
+        "NAME",
+    ),
     Option("max_client_batch_size", whole_number(1), "texts per request on TEI's routes; beyond it: 422"),
     Option(
         "max_openai_batch_size", whole_number(1), "texts per request on the OpenAI routes (as OpenAI); beyond it: 422"
