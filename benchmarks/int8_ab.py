@@ -46,10 +46,10 @@ def prepare(work: Path) -> None:
     from embedrt.export.quantize import DYNAMIC_INT8
     from embedrt.export.standin import DMETASOUL_STUDENT, build_standin
 
-    model = work / "model"
+    model = work / "standin" / "model"
     if not (model / "modules.json").is_file():
         vocab = DEFAULT_VOCAB if DEFAULT_VOCAB.is_file() else None
-        build_standin(model, DMETASOUL_STUDENT, vocab_file=vocab)
+        model = build_standin(work / "standin", DMETASOUL_STUDENT, vocab_file=vocab)
     if not (work / "bundle" / "embedrt.json").is_file():
         export_bundle(str(model), work / "bundle", ExportSettings(engines=("onnxruntime", "openvino"), force=True))
     if not (work / "bundle-dynamic" / "embedrt.json").is_file():
