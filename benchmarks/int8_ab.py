@@ -109,16 +109,24 @@ def main() -> None:
     direct = _ov_direct("ov-direct-int8", args.work, threads)
     rows["OpenVINO directly, NNCF default int8 IR, OpenVINO defaults"] = direct
     invariance = {name: worst_alone_vs_batch(encoder, texts, args.trials) for name, encoder in encoders.items()}
+    lengths = [len(encoding.ids) for encoding in auto.tokenize(texts)]
+    ordered = [texts[i] for i in np.argsort(lengths, kind="stable")]
+    chunks = [ordered[i : i + args.batch_size] for i in range(0, len(ordered), args.batch_size)]
     for run in rows.values():
         run(texts, args.batch_size)  # warm-up: every input shape once
+    # Rows alternate batch by batch and text by text, so each pair of timings shares the machine's load.
     throughput: dict[str, list[float]] = {name: [] for name in rows}
     batch1: dict[str, list[float]] = {name: [] for name in rows}
     for attempt in range(args.rounds):
         order = list(rows.items()) if attempt % 2 == 0 else list(rows.items())[::-1]
-        for name, run in order:
-            start = time.perf_counter()
-            run(texts, args.batch_size)
-            throughput[name].append(len(texts) / (time.perf_counter() - start))
+        spent = dict.fromkeys(rows, 0.0)
+        for chunk in chunks:
+            for name, run in order:
+                start = time.perf_counter()
+                run(chunk, args.batch_size)
+                spent[name] += time.perf_counter() - start
+        for name in rows:
+            throughput[name].append(len(texts) / spent[name])
         for text in texts[attempt * 50 : attempt * 50 + 150]:
             for name, run in order:
                 start = time.perf_counter()
@@ -133,35 +141,38 @@ def report(args, described: str, rows: dict, throughput: dict, batch1: dict, inv
         name: {
             "sentences_per_s_median": float(np.median(throughput[name])),
             "batch1_ms": {f"p{q}": percentile(sorted(batch1[name]), q) for q in (50, 95, 99)},
+            # Medians of paired ratios (round by round, text by text): robust to load that drifts.
+            "throughput_x_reference": float(np.median(np.divide(throughput[name], throughput[REFERENCE]))),
+            "batch1_x_reference": float(np.median(np.divide(batch1[name], batch1[REFERENCE]))),
             "alone_vs_batch": invariance.get(name),
         }
         for name in rows
     }
-    ref = summary[REFERENCE]
     lines = [
         f"# ONNX Runtime static int8 against the old dynamic int8 and OpenVINO, one process ({args.rounds} rounds)",
         "",
         f"Commit {_commit()[:12]}, {time.strftime('%Y-%m-%d %H:%M')} UTC. Machine: {machine['cpu']} "
         f"({machine['isa']}), {args.threads} threads, load average {Path('/proc/loadavg').read_text().split()[:3]} "
         f"at the end (other work shared the cores: compare the ratios). Workload: {described}, batch "
-        f"{args.batch_size}; batch-1: texts interleaved row by row. Alone vs batch: {args.trials} random batches "
+        f"{args.batch_size} (length-sorted batches, rows alternated batch by batch); batch-1: texts interleaved "
+        f"row by row. Alone vs batch: {args.trials} random batches "
         "of 1-32 texts padded 0-32 columns wider, every row against the same text alone.",
         "",
-        "| row | sentences/s (median) | x dynamic | batch-1 p50 ms | p95 ms | p50 x dynamic "
-        "| alone vs batch: min cos | bit-identical rows |",
+        "| row | sentences/s (median) | throughput x dynamic (median of paired rounds) | batch-1 p50 ms | p95 ms "
+        "| batch-1 time x dynamic (median of paired calls) | alone vs batch: min cos | bit-identical rows |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, row in summary.items():
         ms, same = row["batch1_ms"], row["alone_vs_batch"]
         lines.append(
-            f"| {name} | {row['sentences_per_s_median']:.0f} "
-            f"| {row['sentences_per_s_median'] / ref['sentences_per_s_median']:.3f} | {ms['p50']:.2f} "
-            f"| {ms['p95']:.2f} | {ms['p50'] / ref['batch1_ms']['p50']:.3f} "
+            f"| {name} | {row['sentences_per_s_median']:.0f} | {row['throughput_x_reference']:.3f} "
+            f"| {ms['p50']:.2f} | {ms['p95']:.2f} | {row['batch1_x_reference']:.3f} "
             + (f"| {same['min_cos']:.7f} | {same['bit_identical_rows']} |" if same else "| | |")
         )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "int8_ab.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    record = {"commit": _commit(), "machine": machine, "summary": summary, "throughput": throughput}
+    record = {"commit": _commit(), "machine": machine, "summary": summary}
+    record |= {"throughput": throughput, "batch1_ms": batch1}
     (RESULTS / "int8_ab.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
     print("\n".join(lines))
 
