@@ -38,7 +38,8 @@ def test_int8_graph_uses_quantized_attention(tiny_bundle):
     import onnx
 
     ops = {node.op_type for node in onnx.load(str(tiny_bundle / "model_int8.onnx")).graph.node}
-    assert {"QAttention", "MatMulInteger", "DynamicQuantizeLinear"} <= ops
+    assert {"QAttention", "MatMulIntegerToFloat", "QuantizeLinear"} <= ops  # static scales: batch-invariant
+    assert "DynamicQuantizeLinear" not in ops
     fp32_ops = [node.op_type for node in onnx.load(str(tiny_bundle / "model.onnx")).graph.node]
     assert fp32_ops.count("Attention") == 2
     assert not any(
