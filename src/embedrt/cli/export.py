@@ -6,7 +6,6 @@ import argparse
 
 from embedrt.cli.console import say
 from embedrt.export.load import DEFAULT_SOURCE
-from embedrt.export.quantize import INT8_RECIPES
 from embedrt.options import ENGINE_LIST, PRECISION_LIST, add_option, whole_number
 
 
@@ -29,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--int8-recipe",
-        choices=sorted(INT8_RECIPES),
+        choices=("static", "dynamic"),  # embedrt.export.quantize.INT8_RECIPES (numpy is not imported to parse)
         default="static",
         help="ONNX Runtime int8: static (activation scales calibrated at export; batch-invariant, the default) or "
         "dynamic (scales per batch: a text's vector moves with its batch-mates; kept for benchmarks)",
@@ -55,6 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from embedrt.export.pipeline import ExportSettings, default_engines, export_bundle
+    from embedrt.export.quantize import INT8_RECIPES
 
     settings = ExportSettings(
         engines=args.engine or default_engines(),
