@@ -40,7 +40,7 @@ ENGINES = {
     "ov-direct-bf16": ("OpenVINO used directly, fp32 IR (hint bf16)", "main"),
     "ov-direct-int8": ("OpenVINO used directly, NNCF default int8", "main"),
     "embedrt-fp32": ("embedrt fp32 (ONNX Runtime, fused)", "main"),
-    "embedrt-int8": ("embedrt int8 (ONNX Runtime, dynamic)", "main"),
+    "embedrt-int8": ("embedrt int8 (ONNX Runtime, static)", "main"),
     "embedrt-ov-fp32": ("embedrt OpenVINO fp32", "main"),
     "embedrt-ov-bf16": ("embedrt OpenVINO bf16", "main"),
     "embedrt-ov-int8": ("embedrt OpenVINO int8 (static)", "main"),
@@ -127,12 +127,13 @@ def prepare(work: Path, peers_python: Path | None, engines: list[str], rebuild: 
 
 
 def _bundle_complete(bundle: Path) -> bool:
-    """Whether the cached bundle has every variant the engines read (older caches lack OpenVINO's)."""
+    """Whether the cached bundle has every variant the engines read (older caches lack OpenVINO's, or have
+    the dynamic ONNX Runtime int8 that the runtime no longer opens by default: no ``batch_invariant``)."""
     manifest = bundle / "embedrt.json"
     if not manifest.is_file():
         return False
     variants = json.loads(manifest.read_text(encoding="utf-8")).get("variants", {})
-    return all(name in variants for name in BUNDLE_VARIANTS)
+    return all(variants.get(name, {}).get("batch_invariant") is True for name in BUNDLE_VARIANTS)
 
 
 def _run_quietly(command: list[str]) -> None:

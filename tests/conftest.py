@@ -52,9 +52,10 @@ def dmetasoul_model_dir(tmp_path_factory) -> Path:
 
 
 def _export(model_dir: Path, out: Path):
-    from embedrt.export import export_bundle
+    from embedrt.export import ExportSettings, export_bundle
 
-    export_bundle(str(model_dir), out)
+    # ONNX Runtime only, as tests expect; bundles with OpenVINO variants: tests/openvino/conftest.py.
+    export_bundle(str(model_dir), out, ExportSettings(engines=("onnxruntime",)))
     return out
 
 

@@ -43,6 +43,16 @@ def split_variant_name(name: str) -> tuple[str, str]:
     return (engine, precision) if engine in ENGINES and engine != DEFAULT_ENGINE else (DEFAULT_ENGINE, name)
 
 
+def recipe_batch_invariant(name: str, recipe: dict[str, Any]) -> bool:
+    """Whether variant ``name`` made by ``recipe`` gives a text the same vector alone and in any batch.
+
+    Only ONNX Runtime's dynamic int8 does not (its activation scales come from the whole padded batch);
+    bundles written before the manifest recorded ``batch_invariant`` have that recipe, with no
+    ``activations`` key. Everything else is measured invariant to cosine >= 0.999999 (docs/openvino.md).
+    """
+    return not (name == "int8" and recipe.get("activations", "dynamic") != "static")
+
+
 class Pooling(str, Enum):
     """How token embeddings become one sentence embedding."""
 
@@ -74,6 +84,9 @@ class Variant:
     engine: str = DEFAULT_ENGINE
     #: Files ``file`` needs beside it (an IR's ``.bin`` weights), relative path -> sha256.
     data_files: dict[str, str] = field(default_factory=dict)
+    #: A text's vector is the same alone and in any batch (``auto`` picks only such variants); absent from
+    #: older manifests, where :func:`recipe_batch_invariant` derives it.
+    batch_invariant: bool = True
 
 
 @dataclass(frozen=True)
@@ -124,6 +137,11 @@ class Manifest:
                     recipe=dict(v.get("recipe") or {}),
                     engine=str(v.get("engine") or DEFAULT_ENGINE),
                     data_files={str(k): str(h) for k, h in (v.get("data_files") or {}).items()},
+                    batch_invariant=bool(
+                        v["batch_invariant"]
+                        if "batch_invariant" in v
+                        else recipe_batch_invariant(name, dict(v.get("recipe") or {}))
+                    ),
                 )
                 for name, v in data["variants"].items()
             }

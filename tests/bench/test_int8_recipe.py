@@ -50,8 +50,30 @@ def test_sqnr_recipe_without_calibration_is_an_export_error(tiny_bundle, tmp_pat
         quantize_int8(tiny_bundle / "model.onnx", tmp_path / "int8.onnx", Int8Recipe(min_input_sqnr_db=20.0))
 
 
-def test_plain_recipe_quantizes_everything(tiny_bundle, tmp_path):
-    entry = quantize_int8(tiny_bundle / "model.onnx", tmp_path / "int8.onnx", Int8Recipe())
-    assert "kept_fp32" not in entry
+def test_static_recipe_without_calibration_is_an_export_error(tiny_bundle, tmp_path):
+    with pytest.raises(ExportError, match="calibration"):
+        quantize_int8(tiny_bundle / "model.onnx", tmp_path / "int8.onnx", Int8Recipe())
+
+
+def test_static_scales_are_constants_and_onnx_runtime_keeps_its_int8_kernels(minilm_bundle, tmp_path):
+    """No scale is computed at run time; the session still runs QAttention and MatMulIntegerToFloat."""
+    import onnxruntime as ort
+
+    graph = onnx.load(str(minilm_bundle / "model_int8.onnx")).graph
+    ops = {node.op_type for node in graph.node}
+    assert "DynamicQuantizeLinear" not in ops and "MatMulInteger" not in ops
+    assert {"QuantizeLinear", "QAttention", "MatMulIntegerToFloat"} <= ops
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    options.add_session_config_entry("session.disable_quant_qdq", "1")  # as the runtime opens it
+    ort.InferenceSession(str(minilm_bundle / "model_int8.onnx"), options, providers=["CPUExecutionProvider"])
+    optimized = [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert optimized.count("QAttention") == 6 and optimized.count("MatMulIntegerToFloat") >= 10
+    assert "MatMul" not in ops or optimized.count("MatMul") <= 4  # only the projections kept fp32
+
+
+def test_plain_dynamic_recipe_quantizes_everything(tiny_bundle, tmp_path):
+    entry = quantize_int8(tiny_bundle / "model.onnx", tmp_path / "int8.onnx", Int8Recipe(activations="dynamic"))
+    assert "kept_fp32" not in entry and entry["batch_invariant"] is False
     ops = [node.op_type for node in onnx.load(str(tmp_path / "int8.onnx")).graph.node]
     assert "MatMul" not in ops and "QAttention" in ops

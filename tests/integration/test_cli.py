@@ -21,6 +21,11 @@ def test_export_info_encode_round_trip(tiny_model_dir, tmp_path):
     info = run("info", bundle)
     assert info.returncode == 0
     assert "fused attention" in info.stdout and "int8" in info.stdout
+    assert "batch-invariant" in info.stdout and "batch-dependent" not in info.stdout
+    from embedrt.export.pipeline import default_engines
+
+    with_openvino = "openvino" in default_engines()  # a no-flag export builds OpenVINO's variants where installed
+    assert ("openvino-int8" in json.loads(run("info", bundle, "--json").stdout)["variants"]) == with_openvino
     assert json.loads(run("info", bundle, "--json").stdout)["dim"] == 32
 
     again = run("export", tiny_model_dir, "-o", bundle)

@@ -24,13 +24,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_option(
         p,
         ENGINE_LIST,
-        default=("onnxruntime",),
-        help="engines to build them for: onnxruntime (fused ONNX), openvino (IR; needs embedrt[openvino])",
+        default=None,
+        help="engines to build them for: onnxruntime (fused ONNX), openvino (IR; needs embedrt[openvino]); "
+        "default: both where openvino and nncf are installed, else onnxruntime",
+    )
+    p.add_argument(
+        "--int8-recipe",
+        choices=("static", "dynamic"),  # embedrt.export.quantize.INT8_RECIPES (numpy is not imported to parse)
+        default="static",
+        help="ONNX Runtime int8: static (activation scales calibrated at export; batch-invariant, the default) or "
+        "dynamic (scales per batch: a text's vector moves with its batch-mates; kept for benchmarks)",
     )
     p.add_argument(
         "--calibration",
         metavar="FILE",
-        help="texts to calibrate OpenVINO's static int8 on: one a line, or JSONL with a text field "
+        help="texts to calibrate static int8 (ONNX Runtime and OpenVINO) on: one a line, or JSONL with a text field "
         "(default: 640 built-in Chinese and English texts)",
     )
     p.add_argument("--max-seq-length", type=whole_number(1), metavar="N", help="override the model's max_seq_length")
@@ -52,11 +60,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from embedrt.export.pipeline import ExportSettings, export_bundle
+    from embedrt.export.pipeline import ExportSettings, default_engines, export_bundle
+    from embedrt.export.quantize import INT8_RECIPES
 
     settings = ExportSettings(
+        engines=args.engine or default_engines(),
         precisions=args.precision,
-        engines=args.engine,
+        int8_recipe=INT8_RECIPES[args.int8_recipe],
         calibration=args.calibration,
         bf16_min_cos=args.bf16_min_cos,
         max_seq_length=args.max_seq_length,

@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
             kind = "fused attention" if variant.fused_attention else "unfused"
         else:
             kind = f"{variant.engine} IR"
-        print(f"  {name:14s} {variant.file:24s} {size}  {kind:15s}  {measured}")
+        invariant = "batch-invariant" if variant.batch_invariant else "batch-dependent (re-export)"
+        print(f"  {name:14s} {variant.file:24s} {size}  {kind:15s}  {invariant:27s}  {measured}")
         bf16 = variant.recipe.get("bf16")
         if isinstance(bf16, dict):
             found = bf16.get("parity")
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                 if found
                 else bf16.get("note", "not measured")
             )
-            print(f"  {'openvino-bf16':14s} {'(the fp32 IR in bf16)':24s} {'':10s}  {'':15s}  {bf16_text}")
+            print(f"  {'openvino-bf16':14s} {'(the fp32 IR in bf16)':24s} {'':10s}  {'':15s}  {'':27s}  {bf16_text}")
     for engine in manifest.engines:
         print(f"engine         {engine.get('file')} ({engine.get('gpu', '?')}, TensorRT {engine.get('tensorrt', '?')})")
     return 0

@@ -27,14 +27,22 @@ def reference_embeddings(model: Any, sentences: Sequence[str], batch_size: int =
 
 
 def measure_parity(
-    bundle_dir: Path, precision: str, sentences: Sequence[str], reference: np.ndarray, engine: str = "onnxruntime"
+    bundle_dir: Path,
+    precision: str,
+    sentences: Sequence[str],
+    reference: np.ndarray,
+    engine: str = "onnxruntime",
+    batch_invariant: bool = True,
 ) -> Parity:
-    """Embed ``sentences`` through the runtime exactly as users will, and compare to ``reference``."""
+    """Embed ``sentences`` through the runtime exactly as users will, and compare to ``reference``.
+
+    ``batch_invariant=False`` only for a variant that is not (the dynamic int8 recipe, built for benchmarks).
+    """
     from embedrt import Encoder  # the public runtime: parity is measured on what users run
 
     with warnings.catch_warnings():  # fp16 on this CPU is emulated: fine for measuring, said to users only
         warnings.simplefilter("ignore", EmbedrtWarning)
-        encoder = Encoder.load(bundle_dir, precision=precision, engine=engine)
+        encoder = Encoder.load(bundle_dir, precision=precision, engine=engine, batch_invariant=batch_invariant)
     cos = cosine_rows(encoder.encode(list(sentences)), reference)
     return Parity(min_cos=float(cos.min()), mean_cos=float(cos.mean()), n=len(sentences))
 

@@ -19,8 +19,8 @@ RUN_PRECISIONS = (*PRECISIONS, "bf16")
 STORED_PRECISION = {"bf16": "fp32"}
 #: What ``precision="auto"`` picks per device, best first. Never bf16: it is opted into, like int8 on GPUs.
 AUTO_PRECISION = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32"), "tensorrt": ("fp16",)}
-#: Precisions each device can run. int8 is dynamic quantization (MatMulInteger, DynamicQuantizeLinear):
-#: the CUDA provider has no kernels for it and would hand those nodes to the CPU.
+#: Precisions each device can run. ONNX Runtime's int8 runs QAttention and MatMulIntegerToFloat (static
+#: scales; older bundles: DynamicQuantizeLinear + MatMulInteger): the CUDA provider has no kernels for them.
 DEVICE_PRECISIONS = {"cpu": RUN_PRECISIONS, "cuda": ("fp16", "fp32"), "tensorrt": ("fp16",)}
 #: Engines that run each precision on the CPU, in the order ``engine="auto"`` tries them (an engine is
 #: skipped when the bundle has no variant for it or its package is not installed). See the README,

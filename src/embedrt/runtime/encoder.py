@@ -92,18 +92,19 @@ class Encoder:
         of texts already seen and returns them without running the model (see :mod:`embedrt.runtime.cache`).
         ``spin``: ONNX Runtime's threads busy-wait between operators (ONNX Runtime's default; a little faster
         for back-to-back batches, CPU burnt while idle or sharing cores); the server turns it off.
-        ``batch_invariant`` (OpenVINO int8): a text's vector does not depend on its batch-mates, because
-        attention runs unfused; ``False`` takes OpenVINO's fused attention kernel, about 7% faster for one
-        text (Zen 4), whose vectors then move by up to ~3e-4 cosine with the padded width of their batch.
-        fp32 and bf16 move only in their last bits either way; ONNX Runtime's dynamic int8 takes its scales
-        from the batch, so this cannot apply to it (docs/openvino.md).
+        ``batch_invariant``: a text's vector does not depend on its batch-mates. Variants that cannot promise
+        it (ONNX Runtime's dynamic int8 in bundles exported before static scales) are never chosen: ``auto``
+        falls back to the next one with a warning, ``precision="int8"`` is an error. OpenVINO int8 runs
+        attention unfused. ``False`` is the explicit way to ask for faster batch-dependent kernels: OpenVINO's
+        fused attention, about 7% faster for one text (Zen 4), whose vectors then move by up to ~3e-4 cosine
+        with the padded width of their batch, and an old bundle's dynamic int8 (docs/openvino.md).
         """
         if threads is not None and threads < 1:
             raise InputError(f"threads must be >= 1, got {threads}")
         if cache_size < 0:
             raise InputError(f"cache_size must be >= 0 (0 turns the cache off), got {cache_size}")
         opened = Bundle.open(bundle)
-        choice = choose(opened, precision, engine, device)
+        choice = choose(opened, precision, engine, device, batch_invariant)
         manifest = opened.manifest
         tokenizer = TextTokenizer(opened.tokenizer_path, manifest.max_seq_length, manifest.do_lower_case)
         backend = open_backend(

@@ -90,7 +90,7 @@ class ServerSettings:
     max_batch_requests: int | None = None
     #: Split a request with more than max_client_batch_size texts into batches instead of refusing it.
     split_client_batches: bool = False
-    #: OpenVINO int8: attention unfused so a text's vector does not depend on its batch-mates (Encoder.load).
+    #: A text's vector does not depend on its batch-mates: no batch-dependent variant, OpenVINO int8 unfused.
     batch_invariant: bool = True
     #: Embeddings of texts already seen kept in memory and answered without the engine (0: off).
     #: 10,000 vectors of 768 floats are about 31 MB plus keys, a fraction of the model; FAQ traffic's
@@ -192,8 +192,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "batch_invariant",
         boolean,
-        "OpenVINO int8: a text's vector independent of its batch-mates (false: OpenVINO's fused attention, "
-        "faster for one text, vectors move by up to 3e-4 cosine with the traffic)",
+        "a text's vector independent of its batch-mates (false: OpenVINO's fused attention, faster for one "
+        "text, and an old bundle's dynamic int8; vectors then move with the traffic)",
         "BOOL",
     ),
     Option("cache_size", whole_number(0), "embeddings of texts already seen kept in memory (0: no cache)"),

@@ -73,6 +73,8 @@ class BenchResult:
     latency_p99_ms: float
     cold_start_s: float
     peak_rss_mb: float | None
+    #: A text's vector is the same alone and in any batch (the manifest's ``batch_invariant``).
+    batch_invariant: bool = True
 
 
 def builtin_workload(size: int = BUILTIN_SIZE) -> list[str]:
@@ -129,11 +131,21 @@ def _peak_rss_mb() -> float | None:
     return peak / 1e6 if sys.platform == "darwin" else peak / 1e3  # bytes on macOS, KiB elsewhere
 
 
-def measure(bundle: str, precision: str, engine: str, texts: Sequence[str], settings: BenchSettings) -> dict[str, Any]:
-    """Load ``bundle`` in this process and measure it; call in a fresh process for a true cold start."""
+def measure(
+    bundle: str,
+    precision: str,
+    engine: str,
+    texts: Sequence[str],
+    settings: BenchSettings,
+    batch_invariant: bool = True,
+) -> dict[str, Any]:
+    """Load ``bundle`` in this process and measure it; call in a fresh process for a true cold start.
+    ``batch_invariant=False`` only to measure a variant that is not (an older bundle's dynamic int8)."""
     from embedrt import Encoder
 
-    encoder = Encoder.load(bundle, precision=precision, engine=engine, threads=settings.threads)
+    encoder = Encoder.load(
+        bundle, precision=precision, engine=engine, threads=settings.threads, batch_invariant=batch_invariant
+    )
     encoder.encode(texts[0])
     first_embedding_at = time.time()
 
@@ -173,13 +185,16 @@ def measure(bundle: str, precision: str, engine: str, texts: Sequence[str], sett
     }
 
 
-def bench_choice(bundle: str, choice: Choice, data: str | None, settings: BenchSettings) -> BenchResult:
+def bench_choice(
+    bundle: str, choice: Choice, data: str | None, settings: BenchSettings, batch_invariant: bool = True
+) -> BenchResult:
     """Measure one engine and precision of ``bundle`` in a new process (``data=None``: the built-in workload)."""
     label = choice.label
     job = {
         "bundle": bundle,
         "precision": choice.precision,
         "engine": choice.engine,
+        "batch_invariant": batch_invariant,
         "data": data,
         "settings": asdict(settings),
     }
@@ -218,6 +233,7 @@ def bench_choice(bundle: str, choice: Choice, data: str | None, settings: BenchS
         latency_p99_ms=report["latency_p99_ms"],
         cold_start_s=report["first_embedding_at"] - started,
         peak_rss_mb=report["peak_rss_mb"],
+        batch_invariant=batch_invariant,
     )
 
 
@@ -298,7 +314,7 @@ def table_header() -> str:
     """The header line of :func:`format_table`."""
     return (
         f"{'variant':14s} {'sent/s':>8s} {'tokens/s':>9s} {'GFLOP/s':>8s} {'p50 ms':>7s} {'p95 ms':>7s} "
-        f"{'p99 ms':>7s} {'cold s':>7s} {'RSS MB':>7s}"
+        f"{'p99 ms':>7s} {'cold s':>7s} {'RSS MB':>7s}  batch-invariant"
     )
 
 
@@ -307,7 +323,8 @@ def table_row(r: BenchResult) -> str:
     rss = f"{r.peak_rss_mb:7.0f}" if r.peak_rss_mb is not None else f"{'-':>7s}"
     return (
         f"{r.label:14s} {r.sentences_per_s:8.1f} {r.tokens_per_s:9.0f} {r.gflops_per_s:8.1f} "
-        f"{r.latency_p50_ms:7.2f} {r.latency_p95_ms:7.2f} {r.latency_p99_ms:7.2f} {r.cold_start_s:7.2f} {rss}"
+        f"{r.latency_p50_ms:7.2f} {r.latency_p95_ms:7.2f} {r.latency_p99_ms:7.2f} {r.cold_start_s:7.2f} {rss}  "
+        + ("yes" if r.batch_invariant else "no (vectors move with batch-mates)")
     )
 
 
@@ -369,7 +386,11 @@ def run_bench(
     results = []
     try:
         for choice in chosen:
-            results.append(bench_choice(str(opened.root), choice, worker_data, settings))
+            results.append(
+                bench_choice(
+                    str(opened.root), choice, worker_data, settings, opened.variant(choice.variant).batch_invariant
+                )
+            )
             if on_result is not None:
                 on_result(results[-1])
     finally:
@@ -394,7 +415,9 @@ def _worker_main(argv: Sequence[str]) -> int:
     job = json.loads(argv[0])
     try:
         texts = load_workload(job["data"])
-        report = measure(job["bundle"], job["precision"], job["engine"], texts, BenchSettings(**job["settings"]))
+        settings = BenchSettings(**job["settings"])
+        invariant = job.get("batch_invariant", True)
+        report = measure(job["bundle"], job["precision"], job["engine"], texts, settings, invariant)
     except EmbedrtError as err:
         report = {"error": str(err)}
     print(json.dumps(report))

@@ -76,11 +76,15 @@ def _engines(precision: str, device: str) -> tuple[str, ...]:
     return CPU_ENGINES.get(precision, (DEFAULT_ENGINE,)) if device == "cpu" else (DEFAULT_ENGINE,)
 
 
-def choose(bundle: Bundle, precision: str = AUTO, engine: str = AUTO, device: str = "cpu") -> Choice:
+def choose(
+    bundle: Bundle, precision: str = AUTO, engine: str = AUTO, device: str = "cpu", batch_invariant: bool = True
+) -> Choice:
     """The variant and engine ``Encoder.load`` starts; a request that cannot be met is an error saying why.
 
     ``engine="auto"`` skips a candidate whose variant the bundle lacks or whose package is not
-    installed; an engine asked for by name is never swapped for another.
+    installed; an engine asked for by name is never swapped for another. With ``batch_invariant`` (the
+    default) a variant whose vectors move with their batch-mates (an older bundle's dynamic int8) is never
+    chosen: ``auto`` takes the next one and warns, a precision asked for by name is an error.
     """
     if device not in DEVICES:
         raise BundleError(f"unknown device {device!r}; use one of: {', '.join(DEVICES)}")
@@ -106,6 +110,8 @@ def choose(bundle: Bundle, precision: str = AUTO, engine: str = AUTO, device: st
             raise BackendError(f"engine {engine!r} does not run precision {precision!r}; it runs on: {runs}")
     present = [option for option in options if option.variant in bundle.manifest.variants]
     usable = [option for option in present if engine != AUTO or _installed(option.engine)]
+    if batch_invariant:
+        usable = _invariant_only(bundle, usable, explicit=precision != AUTO)
     if usable:
         if device == "cpu" and usable[0].precision == "fp16":  # asked for by name: auto never picks it on a CPU
             warnings.warn(FP16_ON_CPU, EmbedrtWarning, stacklevel=3)  # points at the caller of Encoder.load
@@ -114,10 +120,34 @@ def choose(bundle: Bundle, precision: str = AUTO, engine: str = AUTO, device: st
         raise _missing_engine(present[0].engine)
     if precision == AUTO and engine == AUTO:
         # Nothing the device prefers: the first variant of the bundle (fp32 on the CPU for every export).
-        name = next(iter(bundle.manifest.variants))
+        variants = bundle.manifest.variants
+        name = next((n for n in variants if variants[n].batch_invariant or not batch_invariant), next(iter(variants)))
         found, stored = split_variant_name(name)
         return Choice(found, stored, name)
     raise bundle.missing_variant(options[0].variant)
+
+
+def _invariant_only(bundle: Bundle, options: list[Choice], explicit: bool) -> list[Choice]:
+    """``options`` without batch-dependent variants; skipping the best one warns (auto) or raises (asked by name)."""
+    variants = bundle.manifest.variants
+    kept = [option for option in options if variants[option.variant].batch_invariant]
+    if not options or options[0] in kept:
+        return kept
+    skipped = options[0].variant
+    why = (
+        f"the {skipped!r} variant of {bundle.root} is ONNX Runtime's dynamic int8, whose vectors move with "
+        "their batch-mates (an older export)"
+    )
+    fix = (
+        "re-export the bundle with this embedrt (`embedrt export SOURCE -o BUNDLE --force`: its int8 is "
+        "batch-invariant), or pass batch_invariant=False (embedrt serve --batch-invariant false) to run it knowingly"
+    )
+    if explicit and not kept:
+        raise BackendError(f"{why}; {fix}")
+    if kept:
+        message = f"{why}; running {kept[0].variant!r} instead. To get int8 back, {fix}"
+        warnings.warn(message, EmbedrtWarning, stacklevel=4)  # points at the caller of Encoder.load
+    return kept
 
 
 def cpu_has_native_bf16() -> bool:

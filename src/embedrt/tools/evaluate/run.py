@@ -175,7 +175,9 @@ def run_eval(job: EvalJob, say: Callable[[str], None] = lambda message: None) ->
 
     results: Results = {}
     for choice in chosen:
-        encoder = Encoder.load(bundle.root, precision=choice.precision, engine=choice.engine, threads=job.threads)
+        invariant = bundle.variant(choice.variant).batch_invariant  # an old dynamic int8 is scored too
+        precision, engine = choice.precision, choice.engine
+        encoder = Encoder.load(bundle.root, precision, engine=engine, threads=job.threads, batch_invariant=invariant)
         results[choice.label] = _run_row(encoder, choice.label, datasets, job.batch_size, say)
         del encoder
     if reference_source is not None:
