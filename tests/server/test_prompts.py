@@ -72,6 +72,8 @@ def test_unknown_prompt_name_is_422_naming_the_prompts(server):
     response = httpx.post(server.url + "/embed", json={"inputs": "好", "prompt_name": "nope"}, timeout=60)
     assert response.status_code == 422
     assert "'query'" in response.json()["error"] and "'passage'" in response.json()["error"]
+    document = httpx.get(server.url + "/openapi.json", timeout=60).json()
+    assert '"query"' in json.dumps(document) and '"passage"' in json.dumps(document)
 
 
 def test_default_prompt_name_flag(start_server, prompts_bundle, offline):

@@ -35,7 +35,7 @@ def test_defaults_fill_what_a_body_leaves_out():
         ({"inputs": [101, 7592]}, ErrorKind.VALIDATION, "check_embedding_ctx_length=False"),
         ({"inputs": [["a"]]}, ErrorKind.VALIDATION, "'inputs[0]' is an array, expected a string"),
         ({"inputs": "a", "dimensions": 4}, ErrorKind.VALIDATION, "not Matryoshka-trained"),
-        ({"inputs": "a", "prompt_name": 3}, ErrorKind.VALIDATION, "'prompt_name' must be a string"),
+        ({"inputs": "a", "prompt_name": 3}, ErrorKind.VALIDATION, "'prompt_name' must name one of this model's"),
     ],
 )
 def test_refusals_name_the_field_with_tei_status(body, kind, words):

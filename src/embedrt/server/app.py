@@ -134,13 +134,8 @@ class Model:
     default_prompt: str = ""
 
     def prompt(self, name: str | None) -> str:
-        """The prefix for ``prompt_name`` (None: the default); a name the model lacks is a 422 listing its own."""
-        if name is None:
-            return self.default_prompt
-        try:
-            return self.encoder.prompt_text(name)
-        except InputError as err:
-            raise ServerError(ErrorKind.VALIDATION, str(err), "prompt_name") from err
+        """The prefix for ``prompt_name`` (None: the default); the request schema already checked the name."""
+        return self.default_prompt if name is None else self.encoder.prompt_text(name)
 
 
 class EmbeddingServer:
@@ -202,11 +197,12 @@ class EmbeddingServer:
 
     def limits(self, route: Route, model: Model | None = None) -> Limits:
         """What ``route`` takes: OpenAI's 2,048 texts on its routes, TEI's --max-client-batch-size on the others."""
-        dim = (model or self.models[0]).encoder.dim
+        encoder = (model or self.models[0]).encoder
+        dim, prompts = encoder.dim, tuple(encoder.prompts)
         if route.dialect is Dialect.OPENAI:
-            return Limits(dim, self.settings.max_openai_batch_size, "--max-openai-batch-size")
+            return Limits(dim, self.settings.max_openai_batch_size, "--max-openai-batch-size", prompts)
         split = self.settings.split_client_batches
-        return Limits(dim, None if split else self.settings.max_client_batch_size)
+        return Limits(dim, None if split else self.settings.max_client_batch_size, prompts=prompts)
 
     def model(self, request: Request, name: str | None, param: str) -> Model:
         """The model ``name`` calls for (None: the first); unknown is a 404 naming the served ones.

@@ -45,6 +45,8 @@ class Limits:
     max_items: int | None
     #: The flag that sets ``max_items``, for messages.
     items_flag: str = "--max-client-batch-size"
+    #: The model's prompt names (``prompt_name`` takes one of them).
+    prompts: tuple[str, ...] = ()
 
 
 def _invalid(message: str, param: str) -> ServerError:
@@ -76,6 +78,8 @@ def _json_type(value: Any) -> str:
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     """``schema`` or null (an absent field's default), as OpenAI's and TEI's servers take it."""
     kind = schema.get("type")
+    if kind == "null":
+        return schema
     if not isinstance(kind, str):
         return {"anyOf": [schema, {"type": "null"}]}
     nullable = {**schema, "type": [kind, "null"]}
@@ -235,6 +239,26 @@ class Dimensions:
 
 
 @dataclass(frozen=True)
+class PromptName:
+    """TEI's ``prompt_name``: one of the prompts the model defines (``embedrt info`` lists them)."""
+
+    expects = "one of the model's prompt names"
+
+    def parse(self, value: Any, where: str, limits: Limits) -> str:
+        if not isinstance(value, str) or value not in limits.prompts:
+            names = ", ".join(repr(name) for name in limits.prompts)
+            have = f"it has: {names}" if names else "its source model defines none"
+            raise _invalid(
+                f"'{where}' must name one of this model's prompts ({have}), got {_show(value)}; or leave it out",
+                top_field(where),
+            )
+        return value
+
+    def schema(self, limits: Limits) -> dict[str, Any]:
+        return {"type": "string", "enum": list(limits.prompts)} if limits.prompts else {"type": "null"}
+
+
+@dataclass(frozen=True)
 class Field:
     """One member of a request body; ``default`` is what an absent or null value means."""
 
@@ -301,7 +325,7 @@ _DIRECTION = Field(
 )
 _PROMPT = Field(
     "prompt_name",
-    Name(),
+    PromptName(),
     doc="one of the model's prompts (see /info), put before every input; default: --default-prompt-name, else the "
     "model's own default prompt",
 )
