@@ -10,7 +10,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from embedrt.bundle import Pooling
-from embedrt.errors import ExportError, missing_extra
+from embedrt.errors import ExportError
+from embedrt.extras import missing_extra
 
 DEFAULT_SOURCE = "DMetaSoul/sbert-chinese-qmc-domain-v1"
 #: sentence-transformers pooling modes and what embedrt calls them; other modes are refused.
@@ -91,7 +92,7 @@ def resolve_source(source: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
     except ImportError as err:
-        raise missing_extra("huggingface_hub", "export", "exporting a hub model") from err
+        raise missing_extra("huggingface_hub", "exporting a hub model") from err
     try:
         return Path(snapshot_download(source, local_files_only=True))
     except Exception:  # not cached: fall through to the network, checked quickly first
@@ -208,7 +209,7 @@ def _sentence_transformer(directory: Path) -> Any:
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as err:
-        raise missing_extra("sentence-transformers", "export", "embedrt export") from err
+        raise missing_extra("sentence-transformers", "embedrt export") from err
     _quiet_transformers()
     try:
         model = SentenceTransformer(
