@@ -34,11 +34,6 @@ class ParityError(ExportError):
     """A variant's embeddings drifted from the PyTorch reference beyond the threshold."""
 
 
-def missing_extra(package: str, extra: str, purpose: str) -> MissingExtraError:
-    """Build the error for an absent optional dependency, with the exact install command."""
-    return MissingExtraError(f'{purpose} needs {package}: pip install "embedrt[{extra}]"')
-
-
 class EmbedrtWarning(UserWarning):
     """Something runs, but not the way the caller probably wants; the message says what to do instead."""
 

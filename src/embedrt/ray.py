@@ -14,7 +14,8 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from embedrt.errors import BundleError, InputError, InputTypeError, missing_extra
+from embedrt.errors import BundleError, InputError, InputTypeError
+from embedrt.extras import missing_extra
 
 #: ONNX Runtime threads per worker when neither ``concurrency`` nor ``threads_per_worker`` is given.
 DEFAULT_THREADS_PER_WORKER = 2
@@ -70,7 +71,7 @@ def _import_ray() -> Any:
     try:
         import ray.data  # binds ``ray`` too
     except ImportError as err:
-        raise missing_extra("ray[data]", "ray", "embedding a Ray Dataset") from err
+        raise missing_extra("ray", "embedding a Ray Dataset") from err
     return ray
 
 
@@ -234,7 +235,7 @@ def _import_serve() -> Any:
     try:
         from ray import serve
     except ImportError as err:
-        raise missing_extra("ray[serve]", "ray", "serving on Ray Serve") from err
+        raise missing_extra("ray", "serving on Ray Serve") from err
     return serve
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 
 from embedrt.cli.console import say
+from embedrt.extras import needs
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "build-engine",
-        help="build a TensorRT engine for this GPU (needs embedrt[tensorrt])",
+        help=f"build a TensorRT engine for this GPU ({needs('tensorrt')})",
         description="Build a TensorRT engine from the bundle's fp16-trt graph on this GPU, with one optimization "
         "profile over batch x sequence, and list it in the manifest (run it on the serving machine).",
     )

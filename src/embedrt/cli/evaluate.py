@@ -6,6 +6,7 @@ import argparse
 import json
 
 from embedrt.cli.console import say
+from embedrt.extras import needs
 from embedrt.options import BATCH_SIZE, ENGINE_LIST, PRECISION_LIST, THREADS, add_option
 from embedrt.tools.evaluate.readers import FORMATS
 
@@ -29,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "sts: the STS benchmark as released (sts-test.csv) (default auto: detected per file)",
     )
     p.add_argument("--split", default="test", help="split to keep in a file with a split column (default: test; all)")
-    p.add_argument("--reference", action="store_true", help="add the PyTorch model's row (needs embedrt[export])")
+    p.add_argument("--reference", action="store_true", help=f"add the PyTorch model's row ({needs('export')})")
     p.add_argument(
         "--reference-model",
         default=None,

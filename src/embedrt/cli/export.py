@@ -6,6 +6,7 @@ import argparse
 
 from embedrt.cli.console import say
 from embedrt.export.load import DEFAULT_SOURCE, POOLING_MODES
+from embedrt.extras import needs
 from embedrt.options import ENGINE_LIST, PRECISION_LIST, add_option, whole_number
 
 POOLING_CHOICES = tuple(POOLING_MODES)
@@ -14,7 +15,7 @@ POOLING_CHOICES = tuple(POOLING_MODES)
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
-        help="export a sentence-transformers model to a bundle (needs embedrt[export])",
+        help=f"export a sentence-transformers model to a bundle ({needs('export')})",
         description="Export a sentence-transformers model (a local directory or a hub id) to an embedrt bundle: "
         "fused ONNX fp32, an int8 variant for CPU, each checked against PyTorch on built-in sentences.",
     )
@@ -25,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p,
         ENGINE_LIST,
         default=None,
-        help="engines to build them for: onnxruntime (fused ONNX), openvino (IR; needs embedrt[openvino]); "
+        help=f"engines to build them for: onnxruntime (fused ONNX), openvino (IR; {needs('openvino')}); "
         "default: both where openvino and nncf are installed, else onnxruntime",
     )
     p.add_argument(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from embedrt.extras import needs
 from embedrt.server.routes import describe
 from embedrt.server.settings import OPTIONS, ServerSettings
 
@@ -11,7 +12,7 @@ from embedrt.server.settings import OPTIONS, ServerSettings
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
-        help="HTTP server: OpenAI- and TEI-compatible embeddings (needs embedrt[server])",
+        help=f"HTTP server: OpenAI- and TEI-compatible embeddings ({needs('server')})",
         description="Serve a bundle over HTTP with dynamic batching, for OpenAI and text-embeddings-inference "
         "clients. Every flag can also be set by its EMBEDRT_* variable; a flag wins.\n\nroutes:\n" + describe(),
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from embedrt.bundle import Parity
-from embedrt.errors import ExportError, missing_extra
+from embedrt.errors import ExportError
+from embedrt.extras import missing_extra
 
 #: What fills masked attention scores. transformers writes ``finfo(float32).min`` (-3.4e38): in fp16
 #: that is -inf, and ``0 * -inf`` is NaN. -1e4 (the original BERT value) is finite in fp16 and still
@@ -112,7 +113,7 @@ def convert_fp16(source: Path, out: Path, flavour: Fp16Flavour) -> dict[str, Any
         from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
         from onnxruntime.transformers.onnx_model import OnnxModel
     except ImportError as err:
-        raise missing_extra("onnx and onnxruntime", "cpu,export", "the fp16 export") from err
+        raise missing_extra(("onnx", "onnxruntime"), "the fp16 export") from err
 
     model = onnx.load(str(source))
     replaced = _replace_mask_constants(model)

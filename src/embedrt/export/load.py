@@ -10,7 +10,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from embedrt.bundle import Pooling
-from embedrt.errors import ExportError, missing_extra
+from embedrt.errors import ExportError
+from embedrt.extras import missing_extra
 
 DEFAULT_SOURCE = "DMetaSoul/sbert-chinese-qmc-domain-v1"
 #: sentence-transformers pooling modes and what embedrt calls them; other modes are refused.
@@ -91,7 +92,7 @@ def resolve_source(source: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
     except ImportError as err:
-        raise missing_extra("huggingface_hub", "export", "exporting a hub model") from err
+        raise missing_extra("huggingface_hub", "exporting a hub model") from err
     try:
         return Path(snapshot_download(source, local_files_only=True))
     except Exception:  # not cached: fall through to the network, checked quickly first
@@ -125,14 +126,8 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def load_source(source: str, max_seq_length: int | None = None, pooling: str | None = None) -> SourceModel:
-    """Load a sentence-transformers model on the CPU with eager attention (what fuses in ONNX).
-
-    The source is found first (a wrong path fails in milliseconds, before torch is imported). A plain
-    Hugging Face model (no ``modules.json``) does not say how it pools, so ``pooling`` must name it.
-    """
-    directory = resolve_source(source)
-    plain = not (directory / "modules.json").is_file()
+def _check_pooling_flag(source: str, pooling: str | None, plain: bool) -> None:
+    """``--pooling`` names a known mode, and is given for a plain Hugging Face model (which records none)."""
     if pooling is not None and pooling not in POOLING_MODES:
         raise ExportError(f"--pooling {pooling!r} is not one of: {', '.join(POOLING_MODES)}")
     if plain and pooling is None:
@@ -141,17 +136,11 @@ def load_source(source: str, max_seq_length: int | None = None, pooling: str | N
             f"one sentence embedding is not recorded; pass --pooling {'|'.join(POOLING_MODES)} as the model "
             "was trained (its model card says; sentence-transformers would silently assume mean)"
         )
-    model = _sentence_transformer(directory)
-    if plain and len(model) > 1:  # sentence-transformers built Transformer, Pooling(mean): pool as asked
-        pooling_module: Any = model[1]
-        pooling_module.pooling_mode = pooling
-    pooled, normalize = _pipeline_of(model, source)
-    if pooling is not None and not plain and pooled.value != pooling:
-        raise ExportError(
-            f"--pooling {pooling} contradicts {source}'s modules.json ({pooled.value}); drop --pooling, which is "
-            "only for plain Hugging Face models"
-        )
 
+
+def _checked_transformer(model: Any, source: str, max_seq_length: int | None) -> Any:
+    """The transformer's Hugging Face config, once its type, ``--max-seq-length`` and tokenizer are checked;
+    applies ``max_seq_length`` to ``model``."""
     first: Any = model[0]  # the Transformer module; typed loosely, like the Hugging Face config it holds
     config: Any = first.auto_model.config
     if config.model_type not in SUPPORTED_MODEL_TYPES:
@@ -166,9 +155,32 @@ def load_source(source: str, max_seq_length: int | None = None, pooling: str | N
                 "(the model's position embeddings)"
             )
         model.max_seq_length = max_seq_length
-    tokenizer = model.tokenizer
-    if not getattr(tokenizer, "is_fast", False):
+    if not getattr(model.tokenizer, "is_fast", False):
         raise ExportError(f"{source}: the tokenizer has no fast (Rust) version; embedrt needs tokenizer.json")
+    return config
+
+
+def load_source(source: str, max_seq_length: int | None = None, pooling: str | None = None) -> SourceModel:
+    """Load a sentence-transformers model on the CPU with eager attention (what fuses in ONNX).
+
+    The source is found first (a wrong path fails in milliseconds, before torch is imported). A plain
+    Hugging Face model (no ``modules.json``) does not say how it pools, so ``pooling`` must name it.
+    """
+    directory = resolve_source(source)
+    plain = not (directory / "modules.json").is_file()
+    _check_pooling_flag(source, pooling, plain)
+    model = _sentence_transformer(directory)
+    if plain and len(model) > 1:  # sentence-transformers built Transformer, Pooling(mean): pool as asked
+        pooling_module: Any = model[1]
+        pooling_module.pooling_mode = pooling
+    pooled, normalize = _pipeline_of(model, source)
+    if pooling is not None and not plain and pooled.value != pooling:
+        raise ExportError(
+            f"--pooling {pooling} contradicts {source}'s modules.json ({pooled.value}); drop --pooling, which is "
+            "only for plain Hugging Face models"
+        )
+
+    config = _checked_transformer(model, source, max_seq_length)
     length = int(model.max_seq_length or config.max_position_embeddings)
     notes: tuple[str, ...] = ()
     if plain:
@@ -208,7 +220,7 @@ def _sentence_transformer(directory: Path) -> Any:
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as err:
-        raise missing_extra("sentence-transformers", "export", "embedrt export") from err
+        raise missing_extra("sentence-transformers", "embedrt export") from err
     _quiet_transformers()
     try:
         model = SentenceTransformer(

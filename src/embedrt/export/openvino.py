@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from embedrt.errors import ExportError, InputError, missing_extra
+from embedrt.errors import ExportError, InputError
+from embedrt.extras import missing_extra
 from embedrt.files import detect_format, read_lines
 from embedrt.runtime.backends.openvino import import_openvino, no_telemetry
 
@@ -110,7 +111,7 @@ def import_nncf() -> Any:
         with no_telemetry():
             import nncf
     except ImportError as err:
-        raise missing_extra("nncf", "export", "static int8 for OpenVINO (--engine openvino)") from err
+        raise missing_extra("nncf", "static int8 for OpenVINO (--engine openvino)") from err
     return nncf
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from embedrt.errors import ExportError, missing_extra
+from embedrt.errors import ExportError
+from embedrt.extras import missing_extra
 
 #: Fused operators worth reporting, in the order a reader expects them.
 FUSED_OPS = ("EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu", "Gelu", "FastGelu")
@@ -42,7 +43,7 @@ def optimize_graph(
         from onnxruntime.transformers.fusion_options import FusionOptions
         from onnxruntime.transformers.optimizer import optimize_model
     except ImportError as err:
-        raise missing_extra("onnxruntime", "cpu,export", "embedrt export") from err
+        raise missing_extra("onnxruntime", "embedrt export", also=("export",)) from err
 
     options = FusionOptions("bert")
     options.enable_embed_layer_norm = embed_layer_norm

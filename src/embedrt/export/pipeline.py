@@ -208,9 +208,38 @@ def _build(model: SourceModel, staging: Path, settings: ExportSettings, say: Cal
 
     work = staging / ".work"
     work.mkdir()
-    wanted = settings.variants
     say("exporting the transformer to ONNX")
     raw = export_transformer(model.transformer, work / "raw.onnx")
+    recipes, fused = _build_variants(model, raw, staging, settings, say)
+    shutil.rmtree(work)
+    model.bundle_tokenizer().save(str(staging / TOKENIZER_NAME))
+
+    variants = {name: _variant(staging, name, recipes[name], fused) for name in recipes}
+    manifest = Manifest(
+        source=model.source,
+        dim=model.dim,
+        max_seq_length=model.max_seq_length,
+        pooling=model.pooling,
+        normalize=model.normalize,
+        do_lower_case=model.do_lower_case,
+        variants=variants,
+        architecture=model.architecture,
+        embedrt_version=__version__,
+        prompts=model.prompts,
+        default_prompt_name=model.default_prompt_name,
+        similarity_fn_name=model.similarity_fn_name,
+    )
+    write_manifest(staging, manifest)  # provisional: the runtime reads it to measure parity
+    manifest = replace(manifest, variants=_measure_variants(model, staging, variants, settings, say))
+    write_manifest(staging, manifest)
+    return manifest
+
+
+def _build_variants(
+    model: SourceModel, raw: Path, staging: Path, settings: ExportSettings, say: Callable[[str], None]
+) -> tuple[dict[str, dict], FusionReport | None]:
+    """Write every wanted variant's file into ``staging``; return each one's recipe, and what fused."""
+    wanted = settings.variants
     recipes: dict[str, dict] = {}
     fused: FusionReport | None = None
     if "fp32" in wanted:
@@ -250,26 +279,17 @@ def _build(model: SourceModel, staging: Path, settings: ExportSettings, say: Cal
             feeds = calibration_feeds(model, texts)
             entry = quantize_static_int8(ov_model, raw, staging / FILES["openvino-int8"], feeds, recipe_ov)
             recipes["openvino-int8"] = {**entry, "calibration": {"source": source, "texts": len(texts)}}
-    shutil.rmtree(work)
-    model.bundle_tokenizer().save(str(staging / TOKENIZER_NAME))
+    return recipes, fused
 
-    variants = {name: _variant(staging, name, recipes[name], fused) for name in recipes}
-    manifest = Manifest(
-        source=model.source,
-        dim=model.dim,
-        max_seq_length=model.max_seq_length,
-        pooling=model.pooling,
-        normalize=model.normalize,
-        do_lower_case=model.do_lower_case,
-        variants=variants,
-        architecture=model.architecture,
-        embedrt_version=__version__,
-        prompts=model.prompts,
-        default_prompt_name=model.default_prompt_name,
-        similarity_fn_name=model.similarity_fn_name,
-    )
-    write_manifest(staging, manifest)  # provisional: the runtime reads it to measure parity
 
+def _measure_variants(
+    model: SourceModel,
+    staging: Path,
+    variants: dict[str, Variant],
+    settings: ExportSettings,
+    say: Callable[[str], None],
+) -> dict[str, Variant]:
+    """Each variant with its parity against PyTorch measured (and checked against its gate)."""
     say(f"checking parity against PyTorch on {len(settings.sentences)} sentences")
     reference = reference_embeddings(model.model, settings.sentences)
     fp16_gate = (settings.fp16_min_cos, None)
@@ -289,9 +309,7 @@ def _build(model: SourceModel, staging: Path, settings: ExportSettings, say: Cal
         measured[name] = replace(variants[name], parity=parity)
     if "openvino-fp32" in measured:
         measured["openvino-fp32"] = _with_bf16_parity(measured["openvino-fp32"], staging, settings, reference, say)
-    manifest = replace(manifest, variants=measured)
-    write_manifest(staging, manifest)
-    return manifest
+    return measured
 
 
 def _variant(staging: Path, name: str, recipe: dict, fused: FusionReport | None) -> Variant:

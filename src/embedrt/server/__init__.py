@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from embedrt.errors import missing_extra
+from embedrt.extras import missing_extra
 
 SERVER_PACKAGES = ("uvicorn", "httptools", "orjson", "prometheus_client")
 
@@ -22,4 +22,4 @@ def require_server_extra() -> None:
     """Raise :class:`~embedrt.errors.MissingExtraError` naming the ``server`` extra if a package is absent."""
     for package in SERVER_PACKAGES:
         if importlib.util.find_spec(package) is None:
-            raise missing_extra(package.replace("_", "-"), "server", "embedrt serve")
+            raise missing_extra(package, "embedrt serve")

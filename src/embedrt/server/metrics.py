@@ -25,6 +25,13 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self._add_request_metrics(r)
+        self._add_connection_metrics(r)
+        self._add_engine_metrics(r)
+        self._add_model_metrics(r)
+
+    def _add_request_metrics(self, r: CollectorRegistry) -> None:
+        """Requests: latency, status, queueing, tokenizing, deadlines, the result cache."""
         self.request_duration = Histogram(
             "embedrt_request_duration_seconds",
             "Time from request received to response ready, by endpoint",
@@ -56,6 +63,9 @@ class Metrics:
         self.cache_misses = Counter(
             "embedrt_cache_misses_total", "Texts looked up in the result cache and not found", registry=r
         )
+
+    def _add_connection_metrics(self, r: CollectorRegistry) -> None:
+        """HTTP connections: open, refused, stalled."""
         self.connections = Gauge(
             "embedrt_connections", "Open HTTP connections", registry=r, multiprocess_mode="livesum"
         )
@@ -67,6 +77,9 @@ class Metrics:
             "Connections closed because a request head or body stalled (--read-timeout-s)",
             registry=r,
         )
+
+    def _add_engine_metrics(self, r: CollectorRegistry) -> None:
+        """The engine and its batches, and what is in flight or queued."""
         self.inference_duration = Histogram(
             "embedrt_inference_duration_seconds",
             "Engine time per batch (model run and pooling)",
@@ -95,7 +108,8 @@ class Metrics:
             "embedrt_tokens_total", "Tokens embedded (after truncation, with special tokens)", registry=r
         )
 
-        # Per served model (a server may serve several): which model did what.
+    def _add_model_metrics(self, r: CollectorRegistry) -> None:
+        """Per served model (a server may serve several): which model did what."""
         self.model_requests = Counter(
             "embedrt_model_requests_total",
             "Embedding requests answered, by model, endpoint and status",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from embedrt.bundle import Bundle, Manifest, sha256_file, update_manifest
 from embedrt.errors import BackendError, BundleError, InputError
+from embedrt.extras import install_command
 from embedrt.files import atomic_write
 from embedrt.runtime.backends.trt_engines import (
     TRT_VARIANT,
@@ -109,7 +110,7 @@ def _check_provider_libraries(target: GpuTarget) -> None:
     raise BackendError(
         "ONNX Runtime's TensorRT provider needs onnxruntime-gpu and TensorRT 10 (it links libnvinfer.so.10); "
         f"this process has libnvinfer {target.tensorrt or 'none loadable'} and onnxruntime "
-        f'{target.onnxruntime or "none"}: pip install --extra-index-url https://pypi.nvidia.com "embedrt[gpu,tensorrt]"'
+        f"{target.onnxruntime or 'none'}: {install_command('gpu', 'tensorrt', options='--extra-index-url https://pypi.nvidia.com')}"
     )
 
 

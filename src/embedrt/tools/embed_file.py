@@ -24,7 +24,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from embedrt.errors import InputError, missing_extra
+from embedrt.errors import InputError
+from embedrt.extras import missing_extra
 from embedrt.files import PartialFile, detect_format, iter_lines
 
 #: Rows embedded per ``Encoder.encode`` call: big enough to sort well by length, small in memory.
@@ -242,7 +243,7 @@ def import_pyarrow() -> tuple[Any, Any]:
         import pyarrow
         import pyarrow.parquet
     except ImportError as err:
-        raise missing_extra("pyarrow", "io", "Parquet input and output") from err
+        raise missing_extra("pyarrow", "Parquet input and output") from err
     return pyarrow, pyarrow.parquet
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embedrt.errors import BackendError
+from embedrt.extras import install_command
 
 FATBIN_MAGIC = 0xBA55ED50
 _FATBIN_HEADER = struct.Struct("<IHHQ")  # magic, version, header size, size of the entries that follow
@@ -141,7 +142,7 @@ def no_kernels_message(name: str, major: int, minor: int, archs: KernelArchs, ve
     older = major * 10 + minor < min(archs.cubins | archs.ptx, default=0)
     fix = (
         "older GPUs (Volta, sm_70) need the CUDA 12 build: "
-        'pip uninstall -y onnxruntime-gpu && pip install "embedrt[gpu-cuda12]"'
+        f"pip uninstall -y onnxruntime-gpu && {install_command('gpu-cuda12')}"
         if older
         else "install an onnxruntime-gpu built for it (see the install matrix in docs/gpu.md)"
     )

@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from embedrt.errors import BackendError, missing_extra
+from embedrt.errors import BackendError
+from embedrt.extras import missing_extra
 
 _ABSENT = object()
 #: What ``INFERENCE_PRECISION_HINT`` reads back as, per embedrt precision hint.
@@ -62,7 +63,7 @@ def import_openvino(purpose: str = "running an OpenVINO variant") -> Any:
         with no_telemetry():
             import openvino
     except ImportError as err:
-        raise missing_extra("openvino", "openvino", purpose) from err
+        raise missing_extra("openvino", purpose) from err
     return openvino
 
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from embedrt.errors import BackendError, missing_extra
+from embedrt.errors import BackendError
+from embedrt.extras import install_command, missing_extra
 
 #: Execution providers each embedrt device needs, in ONNX Runtime's names.
 DEVICE_PROVIDERS = {
@@ -38,7 +39,7 @@ def import_onnxruntime() -> Any:
     try:
         import onnxruntime
     except ImportError as err:
-        raise missing_extra("onnxruntime", "cpu", "running a bundle on the CPU") from err
+        raise missing_extra("onnxruntime", "running a bundle on the CPU") from err
     return onnxruntime
 
 
@@ -61,7 +62,7 @@ class OrtBackend:
             raise BackendError(
                 f"ONNX Runtime has no {provider} (available: {', '.join(available)}); for device={device!r} "
                 "install the GPU build instead of the CPU one: "
-                'pip uninstall -y onnxruntime && pip install "embedrt[gpu]"'
+                f"pip uninstall -y onnxruntime && {install_command('gpu')}"
             )
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from embedrt.errors import BackendError
+from embedrt.extras import install_command
 from embedrt.runtime.backends.cuda_arch import check_cuda_kernels, explain_kernel_error
 from embedrt.runtime.backends.ort import import_onnxruntime
 
-GPU_INSTALL = 'pip uninstall -y onnxruntime && pip install "embedrt[gpu]"  (onnxruntime-gpu)'
+GPU_INSTALL = f"pip uninstall -y onnxruntime && {install_command('gpu')}  (onnxruntime-gpu)"
 
 
 #: What ``preload_dlls()`` said, by the id of the onnxruntime module it was called on: once per process.
@@ -64,7 +65,7 @@ def _install_advice() -> str:
         return f"install the GPU build: {GPU_INSTALL}"
     return (
         f"onnxruntime {found['onnxruntime']} and onnxruntime-gpu {found['onnxruntime-gpu']} are both installed and "
-        'share one module: pip uninstall -y onnxruntime onnxruntime-gpu && pip install "embedrt[gpu]"'
+        f"share one module: pip uninstall -y onnxruntime onnxruntime-gpu && {install_command('gpu')}"
     )
 
 

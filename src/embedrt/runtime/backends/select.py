@@ -14,8 +14,8 @@ from embedrt.errors import (
     EmbedrtWarning,
     InputError,
     MissingExtraError,
-    missing_extra,
 )
+from embedrt.extras import missing_extra
 from embedrt.runtime.backends.base import Backend
 from embedrt.runtime.backends.trt_engines import TRT_VARIANT
 from embedrt.runtime.devices import (
@@ -29,8 +29,8 @@ from embedrt.runtime.devices import (
     STORED_PRECISION,
 )
 
-#: The Python package each engine needs, and the extra that installs it.
-ENGINE_PACKAGES = {"onnxruntime": ("onnxruntime", "cpu"), "openvino": ("openvino", "openvino")}
+#: The Python package each engine needs (its extra is in :data:`embedrt.extras.EXTRAS`).
+ENGINE_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 #: Said whenever fp16 runs on a CPU: it is asked for by name only, never picked by ``auto`` or a default list.
 FP16_ON_CPU = (
     "fp16 on the CPU is emulated (ONNX Runtime computes it through fp32 casts) and slower than fp32; "
@@ -60,15 +60,14 @@ class Choice:
 def _installed(engine: str) -> bool:
     """Whether the engine's package can be imported (a broken or blocked one counts as absent)."""
     try:
-        return importlib.util.find_spec(ENGINE_PACKAGES[engine][0]) is not None
+        return importlib.util.find_spec(ENGINE_PACKAGES[engine]) is not None
     except (ImportError, ValueError):
         return False
 
 
 def _missing_engine(engine: str) -> MissingExtraError:
     """One line naming the extra that installs ``engine``'s package."""
-    package, extra = ENGINE_PACKAGES[engine]
-    return missing_extra(package, extra, f"running the {engine} variants of a bundle")
+    return missing_extra(ENGINE_PACKAGES[engine], f"running the {engine} variants of a bundle")
 
 
 def _engines(precision: str, device: str) -> tuple[str, ...]:
@@ -177,7 +176,7 @@ def cpu_choices(
         if named_engines and not _installed(engine):
             raise _missing_engine(engine)
     if not engine_list:
-        raise missing_extra("onnxruntime", "cpu", "running a bundle on the CPU")
+        raise missing_extra("onnxruntime", "running a bundle on the CPU")
     for precision in precisions or ():
         if precision not in RUN_PRECISIONS:
             raise InputError(f"unknown precision {precision!r}; use one of: {', '.join(RUN_PRECISIONS)}")

@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from embedrt.errors import BackendError, BundleError, InputError, missing_extra
+from embedrt.errors import BackendError, BundleError, InputError
+from embedrt.extras import missing_extra, needs
 
 #: The variant engines are built from: plain ONNX (TensorRT cannot parse ``com.microsoft`` ops), fp16.
 TRT_VARIANT = "fp16-trt"
@@ -185,7 +186,7 @@ class EngineRecord:
 def no_engine_error(root: Path) -> BackendError:
     return BackendError(
         f"bundle {root} has no TensorRT engine; build one on the GPU machine that will serve it with "
-        f"`embedrt build-engine {root}` (needs embedrt[tensorrt])"
+        f"`embedrt build-engine {root}` ({needs('tensorrt')})"
     )
 
 
@@ -211,7 +212,7 @@ def import_tensorrt(purpose: str) -> Any:
     try:
         import tensorrt
     except ImportError as err:
-        raise missing_extra("tensorrt", "tensorrt", purpose) from err
+        raise missing_extra("tensorrt", purpose) from err
     return tensorrt
 
 
@@ -223,7 +224,7 @@ def import_cudart(purpose: str) -> Any:
         try:
             from cuda import cudart
         except ImportError as err:
-            raise missing_extra("cuda-python", "tensorrt", purpose) from err
+            raise missing_extra("cuda-python", purpose) from err
     return cudart
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedrt.errors import InputError, MissingExtraError, missing_extra
+from embedrt.errors import InputError, MissingExtraError
+from embedrt.extras import missing_extra
 from embedrt.tools.evaluate.metrics import SupportsEncode, evaluate
 from embedrt.tools.evaluate.readers import PairSet, dataset_name, load_pairs
 
@@ -52,7 +53,7 @@ def _local_source(source: str) -> str:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import HFValidationError
     except ImportError as err:
-        raise missing_extra("huggingface_hub", "export", "embedrt eval --reference") from err
+        raise missing_extra("huggingface_hub", "embedrt eval --reference") from err
     try:
         return snapshot_download(source, local_files_only=True)
     except (OSError, HFValidationError) as err:
@@ -72,7 +73,7 @@ def _require_reference_extra() -> None:
         except (ImportError, ValueError):
             found = False
         if not found:
-            raise missing_extra("sentence-transformers and torch", "export", "embedrt eval --reference")
+            raise missing_extra(("sentence-transformers", "torch"), "embedrt eval --reference")
 
 
 def load_reference(source: str, pooling: str | None = None) -> SupportsEncode:
@@ -84,11 +85,11 @@ def load_reference(source: str, pooling: str | None = None) -> SupportsEncode:
     try:
         from embedrt.export.load import load_source
     except ImportError as err:
-        raise missing_extra("the export stage", "export", "embedrt eval --reference") from err
+        raise missing_extra(("sentence-transformers", "torch"), "embedrt eval --reference") from err
     try:
         return load_source(directory, pooling=pooling).model
     except MissingExtraError as err:
-        raise missing_extra("sentence-transformers and torch", "export", "embedrt eval --reference") from err
+        raise missing_extra(("sentence-transformers", "torch"), "embedrt eval --reference") from err
 
 
 def _unique_names(paths: Sequence[Path]) -> list[str]:
