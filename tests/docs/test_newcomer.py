@@ -38,9 +38,10 @@ SKIPPED: tuple[tuple[str, str], ...] = (
     (r"--precision fp32,(int8,)?fp16", "the GPU recipe: fp16 graphs for a GPU (tests/gpu exports them)"),
     (r"^embedrt build-engine\b", "needs a GPU and TensorRT"),
     (r"device=.(tensorrt|cuda)", "needs a GPU"),
-    (r"pytest -q tests/gpu", "needs a GPU"),
+    (r"^python3 -m venv ", "makes a new virtual environment for a GPU machine's install (the pip line below)"),
+    (r"^bash tests/gpu/check_on_gpu\.sh", "the GPU checks: needs a GPU and onnxruntime-gpu"),
     (
-        r"^embedrt export MODEL -o bundle --engine",
+        r"^embedrt export MODEL -o bundle\b",
         "MODEL stands for your model; OpenVINO's export (a minute of NNCF calibration) runs in tests/openvino",
     ),
     (r"^embedrt bench bundle\b", "a benchmark of minutes, of the bundle the skipped line above makes"),

@@ -12,7 +12,9 @@ from embedrt.export.sentences import PARITY_SENTENCES
 def _export_fp16(model_dir: Path, out: Path, sentences: tuple[str, ...] = PARITY_SENTENCES) -> Path:
     from embedrt.export import ExportSettings, export_bundle
 
-    export_bundle(str(model_dir), out, ExportSettings(precisions=("fp32", "fp16"), sentences=sentences))
+    # ONNX Runtime only: the GPU variants, whether or not OpenVINO is installed beside (it would add its IR).
+    settings = ExportSettings(precisions=("fp32", "fp16"), engines=("onnxruntime",), sentences=sentences)
+    export_bundle(str(model_dir), out, settings)
     return out
 
 
