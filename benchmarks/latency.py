@@ -41,6 +41,8 @@ from importlib.metadata import PackageNotFoundError, version
 from io import BytesIO
 from pathlib import Path
 
+from embedrt.tools.bench import machine_facts, percentile
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DATA = REPO.parent / "shared" / "data" / "sts_zh_dev.tsv"
@@ -60,10 +62,6 @@ ROUTES: dict[str, tuple[str, Callable[[str], dict], bool]] = {
     "/v1/embeddings float": ("/v1/embeddings", lambda text: {"input": text, "encoding_format": "float"}, False),
     "/v1/embeddings base64": ("/v1/embeddings", lambda text: {"input": text, "encoding_format": "base64"}, True),
 }
-
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(HERE))
-from embedrt.tools.bench import machine_facts, percentile  # noqa: E402
 
 
 def say(message: str) -> None:
