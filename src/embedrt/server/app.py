@@ -280,7 +280,7 @@ class EmbeddingServer:
             handler = getattr(self, route.handler)
             if route.embedding:
                 async with self.admitted():
-                    status, headers, body = await handler(request, self.limits(route))
+                    status, headers, body = await handler(request, route)
             else:
                 status, headers, body = await handler(request)
         except ClientGone:
@@ -432,13 +432,13 @@ class EmbeddingServer:
         ]
 
     # ------------------------------------------------------------------------------------------ routes
-    async def openai_embeddings(self, request: Request, limits: Limits) -> Response:
+    async def openai_embeddings(self, request: Request, route: Route) -> Response:
         """OpenAI's embeddings: unit-length vectors whatever the model's modules, as OpenAI and TEI return."""
         deadline = self.deadline(request)
         body = await self.json(request)
         asked = body.get("model")
         model = self.model(request, asked if isinstance(asked, str) else None, "model")
-        query = OPENAI.read(body, self.limits(self.route(request), model))
+        query = OPENAI.read(body, self.limits(route, model))
         truncate = self.settings.auto_truncate
         how = Embedding(True, truncate, "right", _labels("input"), OPENAI_TRUNCATE_FIX, model.prompt(None))
         work = Work()
@@ -446,10 +446,10 @@ class EmbeddingServer:
         answer = openai_body(vectors, query["encoding_format"], model.name, work.tokens)
         return 200, self.timing_headers(request, model, work), answer
 
-    async def tei_embed(self, request: Request, limits: Limits) -> Response:
+    async def tei_embed(self, request: Request, route: Route) -> Response:
         deadline = self.deadline(request)
         model = self.model(request, request.headers.get(MODEL_HEADER), "X-Model")
-        query = EMBED.read(await self.json(request), self.limits(self.route(request), model))
+        query = EMBED.read(await self.json(request), self.limits(route, model))
         truncate = _first(query["truncate"], self.settings.auto_truncate)
         direction = query["truncation_direction"]
         prompt = model.prompt(query["prompt_name"])
@@ -458,11 +458,11 @@ class EmbeddingServer:
         vectors = await self.embed(model, query["inputs"], how, deadline, work)
         return 200, self.timing_headers(request, model, work), tei_body(vectors)
 
-    async def similarity(self, request: Request, limits: Limits) -> Response:
+    async def similarity(self, request: Request, route: Route) -> Response:
         """TEI's ``/similarity``: the cosine of ``source_sentence`` with each of ``sentences``, in order."""
         deadline = self.deadline(request)
         model = self.model(request, request.headers.get(MODEL_HEADER), "X-Model")
-        query = SIMILARITY.read(await self.json(request), self.limits(self.route(request), model))
+        query = SIMILARITY.read(await self.json(request), self.limits(route, model))
         inputs, parameters = query["inputs"], query["parameters"] or {}
         truncate = _first(parameters.get("truncate"), query["truncate"], self.settings.auto_truncate)
         direction = parameters.get("truncation_direction") or query["truncation_direction"] or "right"
