@@ -16,7 +16,7 @@ OLDEST := .venv-oldest
 FLOORS := .venv-floors
 FLOORS_PYTHON ?= python3.11
 FLOORS_TORCH ?= 2.13.0
-FLOORS_TESTS := tests/integration/test_export.py tests/integration/test_parity.py tests/gpu/test_fp16_export.py
+FLOORS_TESTS := tests/export/test_export.py tests/e2e/test_parity.py tests/export/test_fp16_export.py
 EXTRAS := cpu,openvino,export,server,ray,test
 CHECKED := src tests benchmarks examples
 
@@ -52,7 +52,7 @@ $(OLDEST)/.embedrt-installed: pyproject.toml | $(OLDEST)/bin/python
 	touch $@
 
 test-oldest: install $(OLDEST)/.embedrt-installed
-	$(PY) tests/serve_on_oldest_python.py --python $(OLDEST)/bin/python
+	$(PY) tests/e2e/serve_on_oldest_python.py --python $(OLDEST)/bin/python
 
 test: lint typecheck test-oldest
 	$(PY) -m pytest -q
@@ -62,11 +62,11 @@ test: lint typecheck test-oldest
 # floor, ran on the GPU machine); then the export, parity and fp16 tests. The venv is rebuilt from
 # scratch when pyproject.toml changes: about 8 minutes then, 5 without the install, so it is not
 # part of `make test` (see docs/gpu.md, "Tested floors").
-$(FLOORS)/.embedrt-installed: pyproject.toml tests/floor_constraints.py
+$(FLOORS)/.embedrt-installed: pyproject.toml tests/e2e/floor_constraints.py
 	rm -rf $(FLOORS)
 	$(FLOORS_PYTHON) -m venv $(FLOORS)
 	$(FLOORS)/bin/python -m pip install -q packaging
-	$(FLOORS)/bin/python tests/floor_constraints.py cpu export --pin torch==$(FLOORS_TORCH) > $(FLOORS)/constraints.txt
+	$(FLOORS)/bin/python tests/e2e/floor_constraints.py cpu export --pin torch==$(FLOORS_TORCH) > $(FLOORS)/constraints.txt
 	cat $(FLOORS)/constraints.txt
 	$(FLOORS)/bin/python -m pip install -q -c $(FLOORS)/constraints.txt torch==$(FLOORS_TORCH)
 	$(FLOORS)/bin/python -m pip install -q -c $(FLOORS)/constraints.txt -e ".[cpu,export,test]"

@@ -15,6 +15,9 @@ import pytest
 from embedrt.export.sentences import PARITY_SENTENCES
 from tests.helpers import TEST_TEXTS
 
+# Fixtures more than one folder uses, one module a family (pytest only reads this list in the root conftest).
+pytest_plugins = ["tests.fixtures.openvino_bundles", "tests.fixtures.fp16_bundles", "tests.fixtures.pairs"]
+
 
 def _extra_chars() -> str:
     return "".join(sorted({ch for text in (*PARITY_SENTENCES, *TEST_TEXTS) for ch in text}))
@@ -54,7 +57,7 @@ def dmetasoul_model_dir(tmp_path_factory) -> Path:
 def _export(model_dir: Path, out: Path):
     from embedrt.export import ExportSettings, export_bundle
 
-    # ONNX Runtime only, as tests expect; bundles with OpenVINO variants: tests/openvino/conftest.py.
+    # ONNX Runtime only, as tests expect; bundles with OpenVINO variants: tests/fixtures/openvino_bundles.py.
     export_bundle(str(model_dir), out, ExportSettings(engines=("onnxruntime",)))
     return out
 

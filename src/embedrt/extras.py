@@ -1,7 +1,7 @@
 """Which extra installs which package, and what needs it: the one table every install hint reads.
 
 ``pyproject.toml``'s ``[project.optional-dependencies]`` is what pip installs; ``EXTRAS`` says the same
-for messages, and ``tests/unit/test_extras.py`` holds the two together. A message never spells an extra
+for messages, and ``tests/test_extras.py`` holds the two together. A message never spells an extra
 by hand: it names the packages it could not import and :func:`missing_extra` finds their extra here.
 """
 

@@ -301,7 +301,7 @@ def test_the_onnxruntime_runner_needs_libnvinfer_10(here, says, tiny_fp16_bundle
 def _requirements(extra: str) -> list[str]:
     import tomllib
 
-    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
     return tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["optional-dependencies"][extra]
 
 

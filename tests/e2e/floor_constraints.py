@@ -1,6 +1,6 @@
 """Print pip constraints that pin every lower bound pyproject.toml declares, for `make test-floors`.
 
-    python tests/floor_constraints.py cpu export > constraints.txt
+    python tests/e2e/floor_constraints.py cpu export > constraints.txt
 
 Reads the base dependencies and the named extras, keeps the requirements whose environment marker
 holds for the running Python, and writes ``name==floor`` for each ``>=`` bound. ``--pin NAME==VERSION``
@@ -15,7 +15,7 @@ from pathlib import Path
 import tomllib
 from packaging.requirements import Requirement
 
-PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 
 def floor_pins(extras: list[str], pins: dict[str, str]) -> list[str]:

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # embedrt's GPU checks on a fresh GPU machine, in one command, from the checkout's root:
 #
-#     bash tests/gpu/check_on_gpu.sh            # results under $OUT (default /tmp/embedrt-gpu-check)
+#     bash tests/e2e/gpu/check_on_gpu.sh            # results under $OUT (default /tmp/embedrt-gpu-check)
 #
 # It needs onnxruntime-gpu importable (pip install "embedrt[gpu,export]", or the offline route of
-# ../shared/gpu/README.md: `source .gpu/unpack.sh && bash tests/gpu/check_on_gpu.sh`) and puts this
+# ../shared/gpu/README.md: `source .gpu/unpack.sh && bash tests/e2e/gpu/check_on_gpu.sh`) and puts this
 # checkout's src/ on PYTHONPATH itself. Steps: versions, nvidia-smi and the CUDA kernel architectures
 # read from the provider; a stand-in model (full-size DMetaSoul with the real vocabulary when
 # shared/data or ../shared/data exists, else the tiny one) exported to fp32 + fp16; parity and batch
 # invariance on CUDA; a process that cannot import torch starting the CUDA provider (with embedrt's
-# preload_dlls() call, and without it to show what it is for); `pytest -m gpu tests/gpu` when pytest
+# preload_dlls() call, and without it to show what it is for); `pytest -m gpu tests` when pytest
 # is installed. Each step is bounded, reports, and the next one runs whatever happened; the whole
 # run stays within BUDGET_S seconds (default 330). The summary is the last lines, also in $OUT/summary.txt.
 # Without a GPU it runs through and reports each GPU step as failed (EMBEDRT_TINY=1: a quick dry run).
@@ -63,35 +63,35 @@ step() {
 
 echo "embedrt GPU check: $(date -u +%FT%TZ), checkout $ROOT ($(git -C "$ROOT" log -1 --format=%h 2>/dev/null || echo 'no git')), data: ${DATA:-none}"
 step 01-nvidia-smi 30 nvidia-smi
-step 02-versions 60 "$PY" tests/gpu/gpu_checks.py versions
+step 02-versions 60 "$PY" tests/e2e/gpu/gpu_checks.py versions
 
 BUNDLE="$WORK/bundle"
-if ! step 03-export 200 "$PY" tests/gpu/gpu_checks.py export --out "$BUNDLE" ${DATA_ARGS[@]+"${DATA_ARGS[@]}"}; then
+if ! step 03-export 200 "$PY" tests/e2e/gpu/gpu_checks.py export --out "$BUNDLE" ${DATA_ARGS[@]+"${DATA_ARGS[@]}"}; then
   if [ -n "$DATA" ]; then  # the later steps still need a bundle: the tiny one exports in seconds
-    step 03b-export-tiny 90 "$PY" tests/gpu/gpu_checks.py export --out "$BUNDLE" --tiny
+    step 03b-export-tiny 90 "$PY" tests/e2e/gpu/gpu_checks.py export --out "$BUNDLE" --tiny
   fi
 fi
 
 if [ -f "$BUNDLE/embedrt.json" ]; then
-  step 04-cuda-parity 120 "$PY" tests/gpu/gpu_checks.py cuda --bundle "$BUNDLE" ${DATA_ARGS[@]+"${DATA_ARGS[@]}"}
+  step 04-cuda-parity 120 "$PY" tests/e2e/gpu/gpu_checks.py cuda --bundle "$BUNDLE" ${DATA_ARGS[@]+"${DATA_ARGS[@]}"}
   # A torch-free process as a pip install lays it out: onnxruntime beside pip's nvidia/ packages.
   SITE=""
-  if step 05-pip-layout 30 "$PY" tests/gpu/gpu_checks.py pip-layout --into "$WORK/site"; then
+  if step 05-pip-layout 30 "$PY" tests/e2e/gpu/gpu_checks.py pip-layout --into "$WORK/site"; then
     [ -d "$WORK/site/onnxruntime" ] && SITE="$WORK/site:"
   fi
-  step 06-no-torch 90 env PYTHONPATH="$SITE$PYTHONPATH" "$PY" tests/gpu/gpu_checks.py no-torch --bundle "$BUNDLE"
+  step 06-no-torch 90 env PYTHONPATH="$SITE$PYTHONPATH" "$PY" tests/e2e/gpu/gpu_checks.py no-torch --bundle "$BUNDLE"
   # Without LD_LIBRARY_PATH: CUDA must come from pip's nvidia packages through preload_dlls().
   step 07-no-torch-no-ld-path 90 env -u LD_LIBRARY_PATH PYTHONPATH="$SITE$PYTHONPATH" \
-    "$PY" tests/gpu/gpu_checks.py no-torch --bundle "$BUNDLE"
+    "$PY" tests/e2e/gpu/gpu_checks.py no-torch --bundle "$BUNDLE"
   # What the call is for: a finding, not a check (an image with CUDA in ld.so.conf starts anyway).
   step 08-finding-no-torch-no-preload 90 env -u LD_LIBRARY_PATH PYTHONPATH="$SITE$PYTHONPATH" \
-    "$PY" tests/gpu/gpu_checks.py no-torch --bundle "$BUNDLE" --skip-preload
+    "$PY" tests/e2e/gpu/gpu_checks.py no-torch --bundle "$BUNDLE" --skip-preload
 else
   echo "SKIP  04..08 (no bundle was exported)" | tee -a "$SUMMARY"
 fi
 
 if "$PY" -c "import pytest" 2>/dev/null; then
-  step 09-pytest-gpu 240 "$PY" -m pytest -m gpu -q -p no:cacheprovider -rs tests/gpu
+  step 09-pytest-gpu 240 "$PY" -m pytest -m gpu -q -p no:cacheprovider -rs tests
 else
   echo "SKIP  09-pytest-gpu (pytest is not installed: steps 04-07 ran the same checks as plain Python)" \
     | tee -a "$SUMMARY"

@@ -1,6 +1,6 @@
 """`embedrt serve` on the oldest Python embedrt claims (``requires-python``), driven from the test Python.
 
-    python tests/serve_on_oldest_python.py --python .venv-oldest/bin/python
+    python tests/e2e/serve_on_oldest_python.py --python .venv-oldest/bin/python
 
 Run by ``make test`` (``make test-oldest``). The test environment builds a seeded tiny model and exports
 it (that needs torch, which the oldest Python's environment does not have: it holds only the runtime and
@@ -44,8 +44,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as work:
         bundle = Path(work) / "bundle"
-        # ONNX Runtime only: the oldest Python's venv has no OpenVINO. (This script's folder, first on sys.path,
-        # holds the tests' own `openvino` package, which a no-flag export would take for OpenVINO.)
+        # ONNX Runtime only: the oldest Python's venv has no OpenVINO.
         settings = ExportSettings(precisions=("fp32",), engines=("onnxruntime",))
         export_bundle(build_standin(Path(work) / "model", TINY), bundle, settings)
         port = free_port()

@@ -1,10 +1,10 @@
-"""The steps of ``tests/gpu/check_on_gpu.sh``, runnable without pytest: one subcommand a step.
+"""The steps of ``tests/e2e/gpu/check_on_gpu.sh``, runnable without pytest: one subcommand a step.
 
-    python tests/gpu/gpu_checks.py versions
-    python tests/gpu/gpu_checks.py export --out BUNDLE [--data DIR] [--tiny]
-    python tests/gpu/gpu_checks.py cuda --bundle BUNDLE [--data DIR]
-    python tests/gpu/gpu_checks.py no-torch --bundle BUNDLE [--skip-preload]
-    python tests/gpu/gpu_checks.py pip-layout --into DIR
+    python tests/e2e/gpu/gpu_checks.py versions
+    python tests/e2e/gpu/gpu_checks.py export --out BUNDLE [--data DIR] [--tiny]
+    python tests/e2e/gpu/gpu_checks.py cuda --bundle BUNDLE [--data DIR]
+    python tests/e2e/gpu/gpu_checks.py no-torch --bundle BUNDLE [--skip-preload]
+    python tests/e2e/gpu/gpu_checks.py pip-layout --into DIR
 
 Each prints what it measured and exits 0 when its check holds, 1 when not. ``--data`` is a folder
 holding ``bert-base-chinese-vocab.txt`` and ``sts_zh_dev.tsv`` (the project's ../shared/data); without
@@ -83,8 +83,9 @@ def export(args: argparse.Namespace) -> bool:
             print("model: full-size DMetaSoul stand-in (4 x 768) with the real bert-base-chinese vocabulary")
             model = build_standin(Path(work) / "model", DMETASOUL_STUDENT, vocab_file=vocab)
         else:
-            from embedrt.export.sentences import PARITY_SENTENCES
             from tests.helpers import TEST_TEXTS
+
+            from embedrt.export.sentences import PARITY_SENTENCES
 
             print("model: tiny stand-in (2 x 32), synthetic vocabulary")
             chars = "".join(sorted({ch for text in (*PARITY_SENTENCES, *TEST_TEXTS) for ch in text}))

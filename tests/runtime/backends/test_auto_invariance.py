@@ -1,6 +1,6 @@
 """One text, one vector on a bundle with both engines: what ``auto`` picks and each int8 variant embed a text
 the same alone and inside random batches padded to random widths (the ONNX Runtime-only cases:
-tests/integration/test_batch_invariance.py)."""
+tests/runtime/test_batch_invariance.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from embedrt import Encoder
-from tests.integration.test_batch_invariance import _check, batches
+from tests.runtime.test_batch_invariance import _check, batches
 
 
 @pytest.fixture(scope="module", params=["auto", "int8-onnxruntime", "int8-openvino", "fp32-openvino"])
