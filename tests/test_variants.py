@@ -168,6 +168,23 @@ def test_a_missing_engine_in_a_report_suggests_an_export_that_adds_it(tmp_path):
     assert set(built) >= {"openvino-fp32", "openvino-int8", "fp16", "fp16-trt"}
 
 
+def test_the_tensorrt_graph_missing_suggests_an_export_that_adds_it(tmp_path):
+    from embedrt.runtime.backends.tensorrt import open_tensorrt_backend
+    from embedrt.tools.build_engine import build_engine
+
+    bundle = _bundle(tmp_path, ("fp32", "int8", "openvino-fp32", "openvino-int8"))
+    (tmp_path / "embedrt.json").write_text(bundle.manifest.to_json(), encoding="utf-8")
+    with pytest.raises(BundleError) as caught:
+        build_engine(tmp_path)
+    built = _variants_built_by(_suggested_export(str(caught.value)))
+    assert set(built) >= {"fp16-trt", "openvino-int8", "int8"}
+    with pytest.raises(BundleError) as caught:
+        open_tensorrt_backend(bundle, "fp16")
+    message = str(caught.value)
+    assert message.count("`") == 4 and message.endswith(f"`embedrt build-engine {tmp_path}`")
+    assert "fp16-trt" in _variants_built_by(_suggested_export(message.rsplit(", then", 1)[0]))
+
+
 def test_a_precision_no_asked_engine_exports_names_the_engines_that_do():
     from embedrt.export.pipeline import ExportSettings
 
