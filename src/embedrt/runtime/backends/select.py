@@ -102,7 +102,7 @@ def choose(
     if device != "cpu" and engine not in (AUTO, DEFAULT_ENGINE):
         raise BackendError(f"engine {engine!r} runs on the CPU only; for device={device!r} leave engine='auto'")
     if device == "tensorrt":  # the engine built from fp16-trt: its backend checks the precision and says what to build
-        return Choice("tensorrt", "fp16" if precision == AUTO else precision, TRT_VARIANT)
+        return Choice("tensorrt", AUTO_PRECISION[device][0] if precision == AUTO else precision, TRT_VARIANT)
     if precision != AUTO and precision not in RUN_PRECISIONS:
         raise BundleError(f"unknown precision {precision!r}; use auto or one of: {', '.join(RUN_PRECISIONS)}")
     if precision != AUTO and precision not in DEVICE_PRECISIONS[device]:
