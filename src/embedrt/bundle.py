@@ -11,7 +11,8 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
+import shlex
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -20,37 +21,20 @@ from typing import Any
 from embedrt.errors import BundleError
 from embedrt.files import atomic_write
 
+# What a variant is lives in embedrt.variants; these names stay importable from here for older callers.
+from embedrt.variants import DEFAULT_ENGINE as DEFAULT_ENGINE
+from embedrt.variants import ENGINES as ENGINES
+from embedrt.variants import PRECISIONS as PRECISIONS
+from embedrt.variants import VARIANT_TABLE, export_flags
+from embedrt.variants import recipe_batch_invariant as recipe_batch_invariant
+from embedrt.variants import split_variant_name as split_variant_name
+from embedrt.variants import variant_name as variant_name
+
 FORMAT_VERSION = 1
 MANIFEST_NAME = "embedrt.json"
 #: Held (``flock``) while a tool reads, changes and rewrites the manifest of an existing bundle.
 LOCK_NAME = ".embedrt.lock"
 TOKENIZER_NAME = "tokenizer.json"
-#: Precisions a variant can be stored in (bf16 is not one: OpenVINO runs its fp32 IR in bf16).
-PRECISIONS = ("fp32", "int8", "fp16")
-#: Engines a variant can be made for; the one the manifest assumes when a variant names none.
-ENGINES = ("onnxruntime", "openvino")
-DEFAULT_ENGINE = "onnxruntime"
-
-
-def variant_name(engine: str, precision: str) -> str:
-    """A variant's key in the manifest: ``int8`` for ONNX Runtime (as before engines existed), ``openvino-int8``."""
-    return precision if engine == DEFAULT_ENGINE else f"{engine}-{precision}"
-
-
-def split_variant_name(name: str) -> tuple[str, str]:
-    """``openvino-int8`` -> ``("openvino", "int8")``; ``int8`` and ``fp16-trt`` belong to ONNX Runtime."""
-    engine, _, precision = name.partition("-")
-    return (engine, precision) if engine in ENGINES and engine != DEFAULT_ENGINE else (DEFAULT_ENGINE, name)
-
-
-def recipe_batch_invariant(name: str, recipe: dict[str, Any]) -> bool:
-    """Whether variant ``name`` made by ``recipe`` gives a text the same vector alone and in any batch.
-
-    Only ONNX Runtime's dynamic int8 does not (its activation scales come from the whole padded batch);
-    bundles written before the manifest recorded ``batch_invariant`` have that recipe, with no
-    ``activations`` key. Everything else is measured invariant to cosine >= 0.999999 (docs/openvino.md).
-    """
-    return not (name == "int8" and recipe.get("activations", "dynamic") != "static")
 
 
 class Pooling(str, Enum):
@@ -249,11 +233,14 @@ class Bundle:
     def missing_variant(self, name: str) -> BundleError:
         """The error for a variant this bundle lacks: what it has, and the export that adds the other."""
         have = ", ".join(sorted(self.manifest.variants))
-        engine, precision = split_variant_name(name)
-        fix = f"--precision {precision}" + (f" --engine {DEFAULT_ENGINE},{engine}" if engine != DEFAULT_ENGINE else "")
-        return BundleError(
-            f"bundle {self.root} has no {name!r} variant (it has: {have}); pick one of those or re-export with `{fix}`"
-        )
+        add = f"add it: `{self.export_command([name])}`" if name in VARIANT_TABLE else "no embedrt export builds it"
+        return BundleError(f"bundle {self.root} has no {name!r} variant (it has: {have}); run one of those, or {add}")
+
+    def export_command(self, add: Iterable[str] = ()) -> str:
+        """The ``embedrt export`` that rebuilds this bundle from its source with its variants and those in ``add``."""
+        names = [name for name in (*self.manifest.variants, *add) if name in VARIANT_TABLE]
+        source, root = shlex.quote(self.manifest.source), shlex.quote(str(self.root))
+        return f"embedrt export {source} -o {root} {export_flags(names)} --force"
 
     def variant_path(self, name: str, verify: bool = True) -> Path:
         """Path to a variant's graph; it and its data files are checked against the manifest's sha256."""

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from embedrt.bundle import Bundle, Parity, Variant
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,30 +45,42 @@ def run(args: argparse.Namespace) -> int:
     print(f"format         {manifest.format_version} (embedrt {manifest.embedrt_version or '?'})")
     print("variants")
     for name, variant in manifest.variants.items():
-        paths = [bundle.root / relative for relative in (variant.file, *variant.data_files)]
-        present = all(path.is_file() for path in paths)
-        size = f"{sum(path.stat().st_size for path in paths) / 1e6:7.1f} MB" if present else "  MISSING"
-        parity = variant.parity
-        measured = (
-            f"parity min cos {parity.min_cos:.6f}, mean cos {parity.mean_cos:.6f} (n={parity.n})"
-            if parity
-            else "parity not measured"
-        )
-        if variant.engine == "onnxruntime":
-            kind = "fused attention" if variant.fused_attention else "unfused"
-        else:
-            kind = f"{variant.engine} IR"
-        invariant = "batch-invariant" if variant.batch_invariant else "batch-dependent (re-export)"
-        print(f"  {name:14s} {variant.file:24s} {size}  {kind:15s}  {invariant:27s}  {measured}")
-        bf16 = variant.recipe.get("bf16")
-        if isinstance(bf16, dict):
-            found = bf16.get("parity")
-            bf16_text = (
-                f"parity min cos {found['min_cos']:.6f}, mean cos {found['mean_cos']:.6f} (n={found['n']})"
-                if found
-                else bf16.get("note", "not measured")
-            )
-            print(f"  {'openvino-bf16':14s} {'(the fp32 IR in bf16)':24s} {'':10s}  {'':15s}  {'':27s}  {bf16_text}")
+        _print_variant(bundle, name, variant)
     for engine in manifest.engines:
         print(f"engine         {engine.get('file')} ({engine.get('gpu', '?')}, TensorRT {engine.get('tensorrt', '?')})")
     return 0
+
+
+def _print_variant(bundle: Bundle, name: str, variant: Variant) -> None:
+    """One line a variant: file, size, what kind of graph, batch-invariance, measured parity; one a run precision."""
+    from embedrt.bundle import Parity
+    from embedrt.variants import ENGINE_TABLE, VARIANT_TABLE, variant_name
+
+    paths = [bundle.root / relative for relative in (variant.file, *variant.data_files)]
+    present = all(path.is_file() for path in paths)
+    size = f"{sum(path.stat().st_size for path in paths) / 1e6:7.1f} MB" if present else "  MISSING"
+    engine = ENGINE_TABLE.get(variant.engine)
+    graph = engine.graph if engine else "file"
+    if graph == "ONNX":
+        kind = "fused attention" if variant.fused_attention else "unfused"
+    else:
+        kind = f"{variant.engine} {graph}"
+    invariant = "batch-invariant" if variant.batch_invariant else "batch-dependent (re-export)"
+    print(f"  {name:14s} {variant.file:24s} {size}  {kind:15s}  {invariant:27s}  {_parity(variant.parity)}")
+    row = VARIANT_TABLE.get(name)
+    if row is None:
+        return
+    for precision in row.also_runs:
+        measured = variant.recipe.get(precision)  # the export records each other run precision's parity here
+        if isinstance(measured, dict):
+            found = measured.get("parity")
+            parity = Parity(found["min_cos"], found["mean_cos"], found["n"]) if found else None
+            text = _parity(parity) if parity else measured.get("note", "not measured")
+            label, what = variant_name(variant.engine, precision), f"(the {row.precision} {graph} in {precision})"
+            print(f"  {label:14s} {what:24s} {'':10s}  {'':15s}  {'':27s}  {text}")
+
+
+def _parity(parity: Parity | None) -> str:
+    if parity is None:
+        return "parity not measured"
+    return f"parity min cos {parity.min_cos:.6f}, mean cos {parity.mean_cos:.6f} (n={parity.n})"

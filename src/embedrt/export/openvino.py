@@ -34,11 +34,6 @@ from embedrt.extras import missing_extra
 from embedrt.files import detect_format, read_lines
 from embedrt.runtime.backends.openvino import import_openvino, no_telemetry
 
-#: Files of the OpenVINO variants inside a bundle (each ``.xml`` has its ``.bin`` beside it).
-IR_DIR = "openvino"
-FP32_IR = f"{IR_DIR}/model.xml"
-INT8_IR = f"{IR_DIR}/model_int8.xml"
-
 
 @dataclass(frozen=True)
 class StaticInt8Recipe:

@@ -12,20 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedrt.bundle import (
-    DEFAULT_ENGINE,
-    ENGINES,
-    MANIFEST_NAME,
-    TOKENIZER_NAME,
-    Manifest,
-    Parity,
-    Variant,
-    recipe_batch_invariant,
-    sha256_file,
-    split_variant_name,
-    variant_name,
-    write_manifest,
-)
+from embedrt.bundle import MANIFEST_NAME, TOKENIZER_NAME, Manifest, Parity, Variant, sha256_file, write_manifest
 from embedrt.errors import ExportError
 from embedrt.export.fp16 import CUDA_FLAVOUR, TRT_FLAVOUR, convert_fp16, measure_reference_parity
 from embedrt.export.load import DEFAULT_SOURCE, SourceModel, load_source
@@ -42,21 +29,31 @@ from embedrt.export.optimize import FusionReport, optimize_graph
 from embedrt.export.quantize import DEFAULT_INT8, Int8Recipe, calibration_feeds, quantize_int8
 from embedrt.export.sentences import PARITY_SENTENCES
 from embedrt.export.validate import check_parity, measure_parity, reference_embeddings
+from embedrt.variants import (
+    DEFAULT_ENGINE,
+    ENGINE_TABLE,
+    ENGINES,
+    EXPORTABLE,
+    OPENVINO,
+    VARIANT_TABLE,
+    deploy_variant,
+    export_precisions,
+    recipe_batch_invariant,
+    split_variant_name,
+    variant_name,
+    variants_to_export,
+)
 
 log = logging.getLogger(__name__)
 
-EXPORTABLE = ("fp32", "int8", "fp16")
+# What each variant is, its file and the --precision that builds it are rows of embedrt.variants.VARIANT_TABLE;
 # "fp16" builds two flavours: fused for ONNX Runtime CUDA, plain for TensorRT (see export/fp16.py).
-FILES = {
-    "fp32": "model.onnx",
-    "int8": "model_int8.onnx",
-    "fp16": "model_fp16.onnx",
-    "fp16-trt": "model_fp16_trt.onnx",
-    "openvino-fp32": "openvino/model.xml",
-    "openvino-int8": "openvino/model_int8.xml",
-}
+FILES = {name: kind.file for name, kind in VARIANT_TABLE.items()}
 #: Precisions each engine exports (fp16 is for GPUs, which OpenVINO variants do not serve).
-ENGINE_PRECISIONS = {"onnxruntime": ("fp32", "int8", "fp16"), "openvino": ("fp32", "int8")}
+ENGINE_PRECISIONS = {engine: export_precisions(engine) for engine in ENGINES}
+#: The variants this module builds by name (each step below writes one or two of them).
+OV_FP32, OV_INT8, FP16_TRT = variant_name(OPENVINO, "fp32"), variant_name(OPENVINO, "int8"), deploy_variant("tensorrt")
+OV_BF16 = variant_name(OPENVINO, "bf16")  # a label: the fp32 IR run in bf16
 
 
 def default_engines() -> tuple[str, ...]:
@@ -64,11 +61,13 @@ def default_engines() -> tuple[str, ...]:
     fastest batch-invariant variant measured on CPUs with VNNI, so an export with no flags lets ``auto`` find it."""
     import importlib.util
 
-    try:
-        found = all(importlib.util.find_spec(name) is not None for name in ("openvino", "nncf"))
-    except (ImportError, ValueError):
-        found = False
-    return (DEFAULT_ENGINE, "openvino") if found else (DEFAULT_ENGINE,)
+    def found(packages: tuple[str, ...]) -> bool:
+        try:
+            return all(importlib.util.find_spec(name) is not None for name in packages)
+        except (ImportError, ValueError):
+            return False
+
+    return tuple(e for e, engine in ENGINE_TABLE.items() if e == DEFAULT_ENGINE or found(engine.export_packages))
 
 
 @dataclass(frozen=True)
@@ -107,8 +106,13 @@ class ExportSettings:
             raise ExportError(
                 f"cannot export for engine {', '.join(strange) or '(none)'}; choose from: {', '.join(ENGINES)}"
             )
-        if "fp16" in self.precisions and DEFAULT_ENGINE not in self.engines:
-            raise ExportError("fp16 variants are for GPUs through ONNX Runtime; add --engine onnxruntime")
+        for precision in self.precisions:  # fp16 is for GPUs, which only ONNX Runtime's variants serve
+            makers = [engine for engine in ENGINES if precision in ENGINE_PRECISIONS[engine]]
+            if not set(makers) & set(self.engines):
+                raise ExportError(
+                    f"{precision} variants are exported for {', '.join(makers)} only, not {', '.join(self.engines)}; "
+                    f"add it: --engine {','.join((*self.engines, makers[0]))}"
+                )
         if "fp32" not in self.precisions:
             # Every other variant is derived from the fp32 graph, and it is the parity anchor.
             object.__setattr__(self, "precisions", ("fp32", *self.precisions))
@@ -116,14 +120,7 @@ class ExportSettings:
     @property
     def variants(self) -> list[str]:
         """The variant names this export builds, in build order."""
-        names = [
-            variant_name(engine, precision)
-            for engine in ENGINES
-            if engine in self.engines
-            for precision in ENGINE_PRECISIONS[engine]
-            if precision in self.precisions
-        ]
-        return names + (["fp16-trt"] if "fp16" in names else [])
+        return variants_to_export(self.engines, self.precisions)
 
 
 def _prepare_destination(output: Path, force: bool) -> None:
@@ -268,17 +265,17 @@ def _build_variants(
     if "fp16" in wanted:
         say("converting to fp16 (fused graph for CUDA, plain graph for TensorRT)")
         recipes["fp16"] = convert_fp16(staging / FILES["fp32"], staging / FILES["fp16"], CUDA_FLAVOUR)
-        recipes["fp16-trt"] = convert_fp16(raw, staging / FILES["fp16-trt"], TRT_FLAVOUR)
-    if "openvino-fp32" in wanted:
+        recipes[FP16_TRT] = convert_fp16(raw, staging / FILES[FP16_TRT], TRT_FLAVOUR)
+    if OV_FP32 in wanted:
         say("converting to an OpenVINO IR (fp32)")
-        ov_model = convert_fp32(raw, staging / FILES["openvino-fp32"])
-        recipes["openvino-fp32"] = {"converted_from": "plain ONNX (unfused)", "compress_to_fp16": False}
-        if "openvino-int8" in wanted:
+        ov_model = convert_fp32(raw, staging / FILES[OV_FP32])
+        recipes[OV_FP32] = {"converted_from": "plain ONNX (unfused)", "compress_to_fp16": False}
+        if OV_INT8 in wanted:
             recipe_ov = settings.static_int8_recipe
             say(f"quantizing the IR to static int8 with NNCF ({recipe_ov.name}, {len(texts)} calibration texts)")
             feeds = calibration_feeds(model, texts)
-            entry = quantize_static_int8(ov_model, raw, staging / FILES["openvino-int8"], feeds, recipe_ov)
-            recipes["openvino-int8"] = {**entry, "calibration": {"source": source, "texts": len(texts)}}
+            entry = quantize_static_int8(ov_model, raw, staging / FILES[OV_INT8], feeds, recipe_ov)
+            recipes[OV_INT8] = {**entry, "calibration": {"source": source, "texts": len(texts)}}
     return recipes, fused
 
 
@@ -294,38 +291,34 @@ def _measure_variants(
     reference = reference_embeddings(model.model, settings.sentences)
     fp16_gate = (settings.fp16_min_cos, None)
     fp32_gate, int8_gate = (settings.fp32_min_cos, None), (None, settings.int8_mean_cos)
-    thresholds = {"fp32": fp32_gate, "int8": int8_gate, "fp16": fp16_gate, "fp16-trt": fp16_gate}
-    thresholds.update({"openvino-fp32": fp32_gate, "openvino-int8": int8_gate})
+    gates = {"fp32": fp32_gate, "int8": int8_gate, "fp16": fp16_gate}  # by stored precision
     measured = {}
     for name in variants:
         engine, precision = split_variant_name(name)
-        if name == "fp16-trt":  # no CPU provider runs it in fp16: the ONNX reference evaluator does
+        if "cpu" not in VARIANT_TABLE[name].devices:  # fp16-trt: the ONNX reference evaluator runs it in fp16
             parity = measure_reference_parity(staging, staging / FILES[name], settings.sentences, reference)
         else:
             invariant = variants[name].batch_invariant
             parity = measure_parity(staging, precision, settings.sentences, reference, engine, invariant)
         say(f"{name}: min cos {parity.min_cos:.6f}, mean cos {parity.mean_cos:.6f}")
-        check_parity(name, parity, *thresholds[name])
+        check_parity(name, parity, *gates[precision])
         measured[name] = replace(variants[name], parity=parity)
-    if "openvino-fp32" in measured:
-        measured["openvino-fp32"] = _with_bf16_parity(measured["openvino-fp32"], staging, settings, reference, say)
+    if OV_FP32 in measured:
+        measured[OV_FP32] = _with_bf16_parity(measured[OV_FP32], staging, settings, reference, say)
     return measured
 
 
 def _variant(staging: Path, name: str, recipe: dict, fused: FusionReport | None) -> Variant:
     """The manifest entry of a built variant: its files' checksums and how it was made."""
     path = staging / FILES[name]
-    engine, _ = split_variant_name(name)
-    data_files = {}
-    if engine == "openvino":  # an IR: the .xml graph, its weights in the .bin beside it
-        weights = path.with_suffix(".bin")
-        data_files[weights.relative_to(staging).as_posix()] = sha256_file(weights)
+    kind = VARIANT_TABLE[name]
+    data_files = {relative: sha256_file(staging / relative) for relative in kind.data_files()}  # an IR's .bin
     return Variant(
         file=FILES[name],
         sha256=sha256_file(path),
-        fused_attention=engine == DEFAULT_ENGINE and fused is not None and fused.attention_fused and name != "fp16-trt",
+        fused_attention=kind.from_fused_graph and fused is not None and fused.attention_fused,
         recipe=recipe,
-        engine=engine,
+        engine=kind.engine,
         data_files=data_files,
         batch_invariant=recipe_batch_invariant(name, recipe),
     )
@@ -339,9 +332,9 @@ def _with_bf16_parity(
 
     if not cpu_has_native_bf16():
         note = "not measured: the exporting CPU has no native bf16 (AVX512_BF16 or AMX)"
-        say(f"openvino-bf16: {note}")
+        say(f"{OV_BF16}: {note}")
         return replace(variant, recipe={**variant.recipe, "bf16": {"parity": None, "note": note}})
-    parity: Parity = measure_parity(staging, "bf16", settings.sentences, reference, "openvino")
-    say(f"openvino-bf16: min cos {parity.min_cos:.6f}, mean cos {parity.mean_cos:.6f}")
-    check_parity("openvino-bf16", parity, settings.bf16_min_cos, None)
+    parity: Parity = measure_parity(staging, "bf16", settings.sentences, reference, OPENVINO)
+    say(f"{OV_BF16}: min cos {parity.min_cos:.6f}, mean cos {parity.mean_cos:.6f}")
+    check_parity(OV_BF16, parity, settings.bf16_min_cos, None)
     return replace(variant, recipe={**variant.recipe, "bf16": {"parity": asdict(parity)}})

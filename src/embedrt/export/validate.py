@@ -11,6 +11,7 @@ import numpy as np
 
 from embedrt.bundle import Parity
 from embedrt.errors import EmbedrtWarning, ParityError
+from embedrt.variants import DEFAULT_ENGINE
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -31,7 +32,7 @@ def measure_parity(
     precision: str,
     sentences: Sequence[str],
     reference: np.ndarray,
-    engine: str = "onnxruntime",
+    engine: str = DEFAULT_ENGINE,
     batch_invariant: bool = True,
 ) -> Parity:
     """Embed ``sentences`` through the runtime exactly as users will, and compare to ``reference``.

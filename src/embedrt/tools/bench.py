@@ -263,8 +263,10 @@ def machine_facts() -> dict[str, Any]:
         pass  # not Linux: keep platform's answer
     from importlib.metadata import PackageNotFoundError, version
 
+    from embedrt.variants import ENGINE_TABLE
+
     engines = {}
-    for package in ("onnxruntime", "openvino"):
+    for package in (engine.package for engine in ENGINE_TABLE.values()):
         try:
             engines[package] = version(package)
         except PackageNotFoundError:

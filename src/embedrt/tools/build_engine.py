@@ -124,8 +124,8 @@ def build_engine(
     bundle = Bundle.open(bundle_path)
     if TRT_VARIANT not in bundle.manifest.variants:
         raise BundleError(
-            f"bundle {bundle.root} has no {TRT_VARIANT} graph to build a TensorRT engine from; re-export it with "
-            "`embedrt export SOURCE -o BUNDLE --precision fp32,fp16 --force`"
+            f"bundle {bundle.root} has no {TRT_VARIANT} graph to build a TensorRT engine from; add it with "
+            f"`{bundle.export_command([TRT_VARIANT])}`"
         )
     if runner not in RUNNERS:
         raise InputError(f"unknown runner {runner!r}; use one of: {', '.join(RUNNERS)}")

@@ -43,7 +43,7 @@ def test_int8_is_refused_on_cuda_not_run_on_the_cpu(tiny_bundle):
 
 
 def test_tensorrt_needs_the_fp16_graph_and_an_engine(tiny_bundle, tiny_fp16_bundle):
-    with pytest.raises(BundleError, match=r"has none: re-export with `--precision fp32,fp16`"):
+    with pytest.raises(BundleError, match=r"has none: add it with `embedrt .*--precision fp32,int8,fp16.*build-engine"):
         Encoder.load(tiny_bundle, device="tensorrt")
     with pytest.raises(BundleError, match="precision 'fp32' has none"):
         Encoder.load(tiny_fp16_bundle, precision="fp32", device="tensorrt")

@@ -119,7 +119,7 @@ def test_build_engine_without_tensorrt_names_the_extra(tiny_fp16_bundle, copy_bu
 
 
 def test_build_engine_needs_the_tensorrt_graph(tiny_bundle):
-    with pytest.raises(BundleError, match="no fp16-trt graph.*--precision fp32,fp16"):
+    with pytest.raises(BundleError, match=r"no fp16-trt graph.*`embedrt .*--precision fp32,int8,fp16 .*--force`$"):
         builder.build_engine(tiny_bundle)
 
 

@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from embedrt.bundle import DEFAULT_ENGINE, Bundle, split_variant_name, variant_name
+from embedrt.bundle import Bundle
 from embedrt.errors import (
     BackendError,
     BundleError,
@@ -28,9 +28,19 @@ from embedrt.runtime.devices import (
     RUN_PRECISIONS,
     STORED_PRECISION,
 )
+from embedrt.variants import (
+    DEFAULT_ENGINE,
+    ENGINE_TABLE,
+    OPENVINO,
+    engines_running,
+    split_variant_name,
+    variant_name,
+    variants_to_export,
+)
 
-#: The Python package each engine needs (its extra is in :data:`embedrt.extras.EXTRAS`).
-ENGINE_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+#: The Python package each engine needs (from :data:`embedrt.variants.ENGINE_TABLE`; its extra is in
+#: :data:`embedrt.extras.EXTRAS`).
+ENGINE_PACKAGES = {name: engine.package for name, engine in ENGINE_TABLE.items()}
 #: Said whenever fp16 runs on a CPU: it is asked for by name only, never picked by ``auto`` or a default list.
 FP16_ON_CPU = (
     "fp16 on the CPU is emulated (ONNX Runtime computes it through fp32 casts) and slower than fp32; "
@@ -72,7 +82,7 @@ def _missing_engine(engine: str) -> MissingExtraError:
 
 def _engines(precision: str, device: str) -> tuple[str, ...]:
     """Engines that run ``precision`` on ``device``, in the order ``engine="auto"`` tries them."""
-    return CPU_ENGINES.get(precision, (DEFAULT_ENGINE,)) if device == "cpu" else (DEFAULT_ENGINE,)
+    return CPU_ENGINES.get(precision, (DEFAULT_ENGINE,)) if device == "cpu" else engines_running(precision, device)
 
 
 def choose(
@@ -92,7 +102,7 @@ def choose(
     if device != "cpu" and engine not in (AUTO, DEFAULT_ENGINE):
         raise BackendError(f"engine {engine!r} runs on the CPU only; for device={device!r} leave engine='auto'")
     if device == "tensorrt":  # the engine built from fp16-trt: its backend checks the precision and says what to build
-        return Choice("tensorrt", "fp16" if precision == AUTO else precision, TRT_VARIANT)
+        return Choice("tensorrt", AUTO_PRECISION[device][0] if precision == AUTO else precision, TRT_VARIANT)
     if precision != AUTO and precision not in RUN_PRECISIONS:
         raise BundleError(f"unknown precision {precision!r}; use auto or one of: {', '.join(RUN_PRECISIONS)}")
     if precision != AUTO and precision not in DEVICE_PRECISIONS[device]:
@@ -151,7 +161,7 @@ def _invariant_only(bundle: Bundle, options: list[Choice], explicit: bool) -> li
 
 def cpu_has_native_bf16() -> bool:
     """Whether OpenVINO's CPU plugin computes bf16 natively here (False when OpenVINO is not installed)."""
-    if not _installed("openvino"):
+    if not _installed(OPENVINO):
         return False
     from embedrt.runtime.backends.openvino import import_openvino, native_bf16
 
@@ -176,7 +186,7 @@ def cpu_choices(
         if named_engines and not _installed(engine):
             raise _missing_engine(engine)
     if not engine_list:
-        raise missing_extra("onnxruntime", "running a bundle on the CPU")
+        raise missing_extra(ENGINE_PACKAGES[DEFAULT_ENGINE], "running a bundle on the CPU")
     for precision in precisions or ():
         if precision not in RUN_PRECISIONS:
             raise InputError(f"unknown precision {precision!r}; use one of: {', '.join(RUN_PRECISIONS)}")
@@ -220,10 +230,12 @@ def _check_selection(
     for engine in engines or ():
         if not any(choice.engine == engine for choice in found):
             asked = f" in {', '.join(precisions)}" if precisions else ""
-            engines_flag = DEFAULT_ENGINE if engine == DEFAULT_ENGINE else f"{DEFAULT_ENGINE},{engine}"
+            stored = [STORED_PRECISION.get(p, p) for p in precisions or ()]
+            stored = stored or [split_variant_name(name)[1] for name in bundle.manifest.variants]
+            add = bundle.export_command(variants_to_export([engine], stored))
             raise BundleError(
                 f"bundle {bundle.root} has no {engine} variant{asked} (it has: {have}); pick another --engine, "
-                f"or re-export with `--engine {engines_flag}`"
+                f"or add it: `{add}`"
             )
     if not found:
         raise BundleError(
@@ -253,7 +265,7 @@ def open_backend(
         return OrtCudaBackend(model_path, threads=threads or 1)
     from embedrt.runtime.threads import default_threads
 
-    if choice.engine == "openvino":
+    if choice.engine == OPENVINO:
         from embedrt.runtime.backends.openvino import OpenVinoBackend, OpenVinoSettings
 
         hint = "bf16" if choice.precision == "bf16" else "f32"

@@ -8,6 +8,7 @@ slower path. ``tensorrt`` and ``cuda-python`` are imported only when an engine i
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -194,7 +195,8 @@ def open_tensorrt_backend(bundle: Bundle, precision: str, verify: bool = True) -
             + (
                 f"precision {precision!r} has none. Use precision='fp16'"
                 if TRT_VARIANT in bundle.manifest.variants
-                else f"{bundle.root} has none: re-export with `--precision fp32,fp16`, then `embedrt build-engine`"
+                else f"{bundle.root} has none: add it with `{bundle.export_command([TRT_VARIANT])}`, then "
+                f"`embedrt build-engine {shlex.quote(str(bundle.root))}`"
             )
         )
     graph = bundle.variant_path(TRT_VARIANT, verify=verify)

@@ -17,9 +17,10 @@ from typing import Any
 
 from embedrt.errors import BackendError, BundleError, InputError
 from embedrt.extras import missing_extra, needs
+from embedrt.variants import deploy_variant
 
 #: The variant engines are built from: plain ONNX (TensorRT cannot parse ``com.microsoft`` ops), fp16.
-TRT_VARIANT = "fp16-trt"
+TRT_VARIANT = deploy_variant("tensorrt")
 DEFAULT_MIN, DEFAULT_OPT, DEFAULT_MAX = "1x1", "32x64", "128x512"
 _SHAPE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 
