@@ -6,18 +6,27 @@ import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from tokenizers import Encoding
 
 from embedrt.bundle import Bundle, Manifest
 from embedrt.errors import EmbedrtWarning, InputError, InputTypeError
-from embedrt.runtime.backends.base import Backend
+from embedrt.runtime.backends.base import Backend, DevicePoolingBackend
 from embedrt.runtime.backends.select import Choice, choose, open_backend
 from embedrt.runtime.batching import pad_batch, plan_batches
 from embedrt.runtime.cache import EmbeddingCache
 from embedrt.runtime.outputs import finish, output_options
+from embedrt.runtime.overlap import (
+    GPU_BATCH_SIZE,
+    GPU_MAX_BATCH_TOKENS,
+    bucket_width,
+    bucket_widths,
+    overlapped,
+    warm_up,
+    widen,
+)
 from embedrt.runtime.pooling import l2_normalize, pool
 from embedrt.runtime.similarity import similarity
 from embedrt.runtime.tokenizer import TextTokenizer
@@ -67,6 +76,15 @@ class Encoder:
         self.cache = cache
         #: The device it was loaded for (``Encoder.load(device=...)``).
         self.device = "cpu"
+        #: GPU devices: batches padded on a helper thread while the device runs the previous one.
+        self.overlap = False
+        #: Widths a batch's padding is rounded up to (``device="cuda"``; empty: the batch's own longest text).
+        self.bucket_widths: tuple[int, ...] = ()
+        #: What ``encode`` uses when the caller gives no ``batch_size`` / ``max_batch_tokens``.
+        self.default_batch_size = 32
+        self.default_max_batch_tokens: int | None = None
+        #: ``(rows, width, seconds)`` of each shape run at load to warm it (``device="cuda"``).
+        self.warmed: list[tuple[int, int, float]] = []
 
     @classmethod
     def load(
@@ -113,7 +131,29 @@ class Encoder:
         cache = EmbeddingCache(cache_size, manifest.dim, manifest.max_seq_length) if cache_size else None
         encoder = cls(opened, choice, backend, tokenizer, cache)
         encoder.device = device
+        if device != "cpu":
+            encoder._prepare_gpu()
         return encoder
+
+    def _prepare_gpu(self) -> None:
+        """Overlap, GPU batch defaults, and on CUDA padded-width buckets each run once now (see :mod:`.overlap`).
+
+        TensorRT gets no buckets: its engine's profile bounds the widths, and a bucket could pass the bound.
+        """
+        self.overlap = True
+        self.default_batch_size, self.default_max_batch_tokens = GPU_BATCH_SIZE, GPU_MAX_BATCH_TOKENS
+        if self.device == "cuda":
+            self.bucket_widths = bucket_widths(self.max_seq_length)
+            self.warm_up(self.bucket_widths)
+
+    def warm_up(self, widths: Sequence[int], rows: Sequence[int] | None = None) -> list[tuple[int, int, float]]:
+        """Run each ``rows`` x ``widths`` shape once (default rows: one text and a default batch), so that a
+        GPU provider's first-run work on those shapes is done before the first request; what it took is kept
+        in :attr:`warmed`."""
+        rows = rows if rows is not None else (1, self.default_batch_size)
+        took = warm_up(self._run_inputs, self.backend.input_names, widths, rows, self.default_max_batch_tokens)
+        self.warmed.extend(took)
+        return took
 
     @property
     def dim(self) -> int:
@@ -136,13 +176,25 @@ class Encoder:
 
     def pack(self, encodings: Sequence[Encoding], plan: Sequence[np.ndarray]) -> list[EncodedBatch]:
         """Padded engine inputs for each group of positions in ``plan`` (from a planner in :mod:`.batching`)."""
-        with_types = "token_type_ids" in self.backend.input_names
-        return [EncodedBatch(positions, pad_batch([encodings[i] for i in positions], with_types)) for positions in plan]
+        return [self._pack_one(encodings, positions) for positions in plan]
+
+    def _pack_one(self, encodings: Sequence[Encoding], positions: np.ndarray) -> EncodedBatch:
+        """One padded batch; on CUDA its width rounded up to a bucket (:attr:`bucket_widths`)."""
+        inputs = pad_batch([encodings[i] for i in positions], "token_type_ids" in self.backend.input_names)
+        if self.bucket_widths:
+            inputs = widen(inputs, bucket_width(inputs["input_ids"].shape[1], self.bucket_widths))
+        return EncodedBatch(positions, inputs)
+
+    def _run_inputs(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Sentence embeddings, not normalized: pooled by the graph on the device when it can, else in NumPy."""
+        backend = self.backend
+        if getattr(backend, "pools_on_device", False):  # a DevicePoolingBackend (GPU variants with mean pooling)
+            return cast(DevicePoolingBackend, backend).run_pooled(inputs)
+        return pool(backend.run(inputs), inputs["attention_mask"], self.manifest.pooling)
 
     def run_batch(self, batch: EncodedBatch, normalize: bool | None = None) -> np.ndarray:
         """Sentence embeddings ``(rows, dim)`` for one batch, in the batch's row order."""
-        hidden = self.backend.run(batch.inputs)
-        embeddings = pool(hidden, batch.inputs["attention_mask"], self.manifest.pooling)
+        embeddings = self._run_inputs(batch.inputs)
         if self.manifest.normalize if normalize is None else normalize:
             embeddings = l2_normalize(embeddings)
         return embeddings.astype(np.float32, copy=False)
@@ -150,7 +202,7 @@ class Encoder:
     def encode(
         self,
         texts: str | Iterable[str],
-        batch_size: int = 32,
+        batch_size: int | None = None,
         normalize: bool | None = None,
         show_progress_bar: bool | None = None,
         max_batch_tokens: int | None = None,
@@ -169,7 +221,9 @@ class Encoder:
         """Embed texts as float32 ``(len(texts), dim)``; a single string gives ``(dim,)``.
 
         ``normalize=None`` follows the bundle (the source model's Normalize module); ``True``/``False``
-        overrides it. Texts are batched by token length and returned in the caller's order.
+        overrides it. Texts are batched by token length and returned in the caller's order. ``batch_size`` and
+        ``max_batch_tokens`` default to :attr:`default_batch_size` and :attr:`default_max_batch_tokens`: 32 and
+        no budget on the CPU, larger on a GPU.
 
         The keyword arguments after ``*`` are ``SentenceTransformer.encode``'s, with its meaning:
         ``prompt_name`` (one of the bundle's :attr:`prompts`) or ``prompt`` (text) is put before every
@@ -183,6 +237,9 @@ class Encoder:
         """
         single = isinstance(texts, str)
         items = validate_texts(texts)
+        if batch_size is None:
+            batch_size = self.default_batch_size
+            max_batch_tokens = max_batch_tokens if max_batch_tokens is not None else self.default_max_batch_tokens
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         if device is not None and device != self.device:
@@ -230,7 +287,13 @@ class Encoder:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(todo), desc="Embedding", unit="text")
-        for batch in self.batches([encodings[i] for i in todo], batch_size, max_batch_tokens):
+        pending = [encodings[i] for i in todo]
+        plan = plan_batches([len(encoding.ids) for encoding in pending], batch_size, max_batch_tokens)
+        if self.overlap:  # GPU: batch n+1 is padded on a helper thread while the device runs batch n
+            batches: Iterable[EncodedBatch] = overlapped(plan, lambda positions: self._pack_one(pending, positions))
+        else:
+            batches = (self._pack_one(pending, positions) for positions in plan)
+        for batch in batches:
             rows = [todo[position] for position in batch.positions]
             vectors = self.run_batch(batch, normalized)
             output[rows] = vectors
