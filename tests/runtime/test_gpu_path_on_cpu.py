@@ -153,3 +153,28 @@ def test_leaving_early_stops_the_helper():
             break
     assert threading.active_count() == before
     assert len(made) <= 5 + 1 + 2 + 1  # never more than a few items ahead
+
+
+def test_many_texts_are_tokenized_a_chunk_at_a_time_on_the_helper_thread(tiny_bundle, monkeypatch):
+    from embedrt.runtime import encoder as encoder_module
+
+    monkeypatch.setattr(encoder_module, "OVERLAP_CHUNK", 4)
+    texts = [f"{text}{i}" for i, text in enumerate(TEXTS * 3)]
+    reference = Encoder.load(tiny_bundle, precision="fp32").encode(texts, batch_size=3)
+    encoder = _gpu_style(tiny_bundle)
+    chunks = []
+    tokenize = encoder.tokenize
+    monkeypatch.setattr(encoder, "tokenize", lambda items: chunks.append(len(items)) or tokenize(items))
+    got = encoder.encode(texts, batch_size=3)
+    assert max(chunks) == 4 and sum(chunks) == len(texts)
+    assert cosine_rows(got, reference).min() >= SAME
+
+
+def test_a_bad_text_in_a_later_chunk_is_named_by_its_index(tiny_bundle, monkeypatch):
+    from embedrt.errors import InputError
+    from embedrt.runtime import encoder as encoder_module
+
+    monkeypatch.setattr(encoder_module, "OVERLAP_CHUNK", 4)
+    texts = TEXTS[:6] + ["bad \ud800 text"]
+    with pytest.raises(InputError, match=r"texts\[6\] is not valid Unicode"):
+        _gpu_style(tiny_bundle).encode(texts)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -21,6 +21,7 @@ from embedrt.runtime.outputs import finish, output_options
 from embedrt.runtime.overlap import (
     GPU_BATCH_SIZE,
     GPU_MAX_BATCH_TOKENS,
+    OVERLAP_CHUNK,
     bucket_width,
     bucket_widths,
     overlapped,
@@ -273,13 +274,14 @@ class Encoder:
     ) -> np.ndarray:
         """float32 ``(len(items), dim)``: cached vectors, then length-sorted batches through the engine."""
         output = np.empty((len(items), self.dim), dtype=np.float32)
-        encodings = self.tokenize(items) if items else []
-        todo = list(range(len(items)))
-        keys: list[tuple[bool, bytes]] = []
-        if self.cache is not None and encodings:
-            keys, todo = self.cache.fill([encoding.ids for encoding in encodings], normalized, output)
-        if progress is not None and len(todo) < len(items):
-            progress(len(items) - len(todo))
+        if self.overlap and self.cache is None and len(items) > OVERLAP_CHUNK:
+            todo: list[int] = list(range(len(items)))
+            keys: list[tuple[bool, bytes]] = []
+            batches: Iterable[EncodedBatch] = self._chunked_batches(items, batch_size, max_batch_tokens)
+        else:
+            todo, keys, batches = self._planned_batches(items, batch_size, max_batch_tokens, normalized, output)
+            if progress is not None and len(todo) < len(items):
+                progress(len(items) - len(todo))
         if not todo:
             return output
         bar = None
@@ -287,12 +289,6 @@ class Encoder:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(todo), desc="Embedding", unit="text")
-        pending = [encodings[i] for i in todo]
-        plan = plan_batches([len(encoding.ids) for encoding in pending], batch_size, max_batch_tokens)
-        if self.overlap:  # GPU: batch n+1 is padded on a helper thread while the device runs batch n
-            batches: Iterable[EncodedBatch] = overlapped(plan, lambda positions: self._pack_one(pending, positions))
-        else:
-            batches = (self._pack_one(pending, positions) for positions in plan)
         for batch in batches:
             rows = [todo[position] for position in batch.positions]
             vectors = self.run_batch(batch, normalized)
@@ -306,6 +302,43 @@ class Encoder:
         if bar is not None:
             bar.close()
         return output
+
+    def _planned_batches(
+        self, items: list[str], batch_size: int, max_batch_tokens: int | None, normalized: bool, output: np.ndarray
+    ) -> tuple[list[int], list[tuple[bool, bytes]], Iterable[EncodedBatch]]:
+        """Rows still to run (cache hits written to ``output``), their cache keys, and their batches, planned over
+        the whole input; on a GPU each batch is padded on a helper thread while the device runs the one before."""
+        encodings = self.tokenize(items) if items else []
+        todo = list(range(len(items)))
+        keys: list[tuple[bool, bytes]] = []
+        if self.cache is not None and encodings:
+            keys, todo = self.cache.fill([encoding.ids for encoding in encodings], normalized, output)
+        pending = [encodings[i] for i in todo]
+        plan = plan_batches([len(encoding.ids) for encoding in pending], batch_size, max_batch_tokens)
+        if self.overlap:
+            return todo, keys, overlapped(plan, lambda positions: self._pack_one(pending, positions))
+        return todo, keys, (self._pack_one(pending, positions) for positions in plan)
+
+    def _chunked_batches(
+        self, items: list[str], batch_size: int, max_batch_tokens: int | None
+    ) -> Iterator[EncodedBatch]:
+        """GPU, many texts, no cache: chunks of :data:`OVERLAP_CHUNK` texts, each tokenized, planned and padded on a
+        helper thread while the device runs the chunk before (a text's vector does not depend on its batch)."""
+
+        def make(start: int) -> list[EncodedBatch]:
+            try:
+                encodings = self.tokenize(items[start : start + OVERLAP_CHUNK])
+            except InputError:
+                self.tokenize(items)  # raises the same error, naming the text's index in the whole input
+                raise
+            plan = plan_batches([len(encoding.ids) for encoding in encodings], batch_size, max_batch_tokens)
+            return [
+                EncodedBatch(batch.positions + start, batch.inputs)
+                for batch in (self._pack_one(encodings, positions) for positions in plan)
+            ]
+
+        for chunk in overlapped(range(0, len(items), OVERLAP_CHUNK), make, ahead=1):
+            yield from chunk
 
     def encode_query(self, texts: str | Iterable[str], **kwargs: Any) -> np.ndarray:
         """``encode`` with the bundle's "query" prompt when the caller gives none (as sentence-transformers)."""

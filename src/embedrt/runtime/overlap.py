@@ -1,7 +1,9 @@
 """Keeping a GPU busy: host work overlapped with the device, few padded shapes, those shapes warmed at load.
 
 - :func:`overlapped` pads batch n+1 on a helper thread while the caller's thread runs batch n on the
-  device (ONNX Runtime releases the GIL while it runs), in order, a bounded number of batches ahead.
+  device (ONNX Runtime releases the GIL while it runs, and so does the tokenizer's batch call), in order,
+  a bounded number of batches ahead; ``Encoder.encode`` also tokenizes there, a chunk at a time, when it
+  has many texts and no cache.
 - :func:`bucket_width` rounds a batch's padded width up to one of a few widths, so a GPU sees a handful of
   shapes instead of every length; the attention mask keeps padded positions out of every vector.
 - :func:`warm_up` runs each of those widths once at load, so that the first request of each width does not
@@ -28,6 +30,8 @@ R = TypeVar("R")
 BUCKET_WIDTHS = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512)
 #: Batches padded ahead of the device.
 AHEAD = 2
+#: Texts tokenized at a time when ``encode`` tokenizes on the helper thread too (a GPU, many texts, no cache).
+OVERLAP_CHUNK = 1024
 #: ``encode``'s batch size and padded-token budget on a GPU when the caller gives none. Chosen from the H200
 #: figures in docs/gpu.md (the engine alone gains up to batch 2048 at 24 tokens; ``encode`` peaked at 128 while
 #: host work was serial), NOT measured with device pooling and overlap: `embedrt bench --device cuda` will say.
