@@ -178,3 +178,18 @@ def test_a_bad_text_in_a_later_chunk_is_named_by_its_index(tiny_bundle, monkeypa
     texts = TEXTS[:6] + ["bad \ud800 text"]
     with pytest.raises(InputError, match=r"texts\[6\] is not valid Unicode"):
         _gpu_style(tiny_bundle).encode(texts)
+
+
+def test_an_engine_error_stops_the_helper_thread(tiny_bundle, monkeypatch):
+    from embedrt.errors import BackendError
+
+    encoder = _gpu_style(tiny_bundle)
+    before = threading.active_count()
+
+    def broken(batch):
+        raise BackendError("the device failed")
+
+    monkeypatch.setattr(encoder.backend, "run_pooled", broken)
+    with pytest.raises(BackendError, match="the device failed"):
+        encoder.encode(TEXTS * 4, batch_size=2)
+    assert threading.active_count() == before

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -52,6 +53,10 @@ class EncodedBatch:
 
     positions: np.ndarray
     inputs: dict[str, np.ndarray]
+
+
+#: Padded batches as ``encode`` runs them, produced lazily (on a GPU by a helper thread, stopped by ``close()``).
+Batches = Generator[EncodedBatch, None, None]
 
 
 class Encoder:
@@ -277,7 +282,7 @@ class Encoder:
         if self.overlap and self.cache is None and len(items) > OVERLAP_CHUNK:
             todo: list[int] = list(range(len(items)))
             keys: list[tuple[bool, bytes]] = []
-            batches: Iterable[EncodedBatch] = self._chunked_batches(items, batch_size, max_batch_tokens)
+            batches: Batches = self._chunked_batches(items, batch_size, max_batch_tokens)
         else:
             todo, keys, batches = self._planned_batches(items, batch_size, max_batch_tokens, normalized, output)
             if progress is not None and len(todo) < len(items):
@@ -289,23 +294,24 @@ class Encoder:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(todo), desc="Embedding", unit="text")
-        for batch in batches:
-            rows = [todo[position] for position in batch.positions]
-            vectors = self.run_batch(batch, normalized)
-            output[rows] = vectors
-            if self.cache is not None:
-                self.cache.put_many([keys[row] for row in rows], vectors)
-            if bar is not None:
-                bar.update(len(rows))
-            if progress is not None:
-                progress(len(rows))
+        with contextlib.closing(batches) as ordered:  # on an error, the helper thread stops at once
+            for batch in ordered:
+                rows = [todo[position] for position in batch.positions]
+                vectors = self.run_batch(batch, normalized)
+                output[rows] = vectors
+                if self.cache is not None:
+                    self.cache.put_many([keys[row] for row in rows], vectors)
+                if bar is not None:
+                    bar.update(len(rows))
+                if progress is not None:
+                    progress(len(rows))
         if bar is not None:
             bar.close()
         return output
 
     def _planned_batches(
         self, items: list[str], batch_size: int, max_batch_tokens: int | None, normalized: bool, output: np.ndarray
-    ) -> tuple[list[int], list[tuple[bool, bytes]], Iterable[EncodedBatch]]:
+    ) -> tuple[list[int], list[tuple[bool, bytes]], Batches]:
         """Rows still to run (cache hits written to ``output``), their cache keys, and their batches, planned over
         the whole input; on a GPU each batch is padded on a helper thread while the device runs the one before."""
         encodings = self.tokenize(items) if items else []
@@ -319,9 +325,7 @@ class Encoder:
             return todo, keys, overlapped(plan, lambda positions: self._pack_one(pending, positions))
         return todo, keys, (self._pack_one(pending, positions) for positions in plan)
 
-    def _chunked_batches(
-        self, items: list[str], batch_size: int, max_batch_tokens: int | None
-    ) -> Iterator[EncodedBatch]:
+    def _chunked_batches(self, items: list[str], batch_size: int, max_batch_tokens: int | None) -> Batches:
         """GPU, many texts, no cache: chunks of :data:`OVERLAP_CHUNK` texts, each tokenized, planned and padded on a
         helper thread while the device runs the chunk before (a text's vector does not depend on its batch)."""
 
@@ -337,8 +341,9 @@ class Encoder:
                 for batch in (self._pack_one(encodings, positions) for positions in plan)
             ]
 
-        for chunk in overlapped(range(0, len(items), OVERLAP_CHUNK), make, ahead=1):
-            yield from chunk
+        with contextlib.closing(overlapped(range(0, len(items), OVERLAP_CHUNK), make, ahead=1)) as chunks:
+            for chunk in chunks:
+                yield from chunk
 
     def encode_query(self, texts: str | Iterable[str], **kwargs: Any) -> np.ndarray:
         """``encode`` with the bundle's "query" prompt when the caller gives none (as sentence-transformers)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -57,7 +57,7 @@ def widen(batch: Mapping[str, np.ndarray], width: int) -> dict[str, np.ndarray]:
     return {name: np.pad(array, ((0, 0), (0, extra))) for name, array in batch.items()}
 
 
-def overlapped(items: Sequence[T], make: Callable[[T], R], ahead: int = AHEAD) -> Iterator[R]:
+def overlapped(items: Sequence[T], make: Callable[[T], R], ahead: int = AHEAD) -> Generator[R, None, None]:
     """``make(item)`` for each item, in order, computed on a helper thread up to ``ahead`` items early.
 
     An exception in ``make`` is raised here, at its item. Leaving the loop early (or an error in the
