@@ -51,10 +51,14 @@ def bucket_width(width: int, widths: Sequence[int]) -> int:
 
 def widen(batch: Mapping[str, np.ndarray], width: int) -> dict[str, np.ndarray]:
     """``batch`` right-padded with zeros (ids, mask and token types alike) to ``width`` columns."""
-    extra = width - batch["input_ids"].shape[1]
-    if extra <= 0:
+    rows, now = batch["input_ids"].shape
+    if width <= now:
         return dict(batch)
-    return {name: np.pad(array, ((0, 0), (0, extra))) for name, array in batch.items()}
+    wide = {}
+    for name, array in batch.items():  # zeros and a copy: several times faster than np.pad for these sizes
+        wide[name] = np.zeros((rows, width), dtype=array.dtype)
+        wide[name][:, :now] = array
+    return wide
 
 
 def overlapped(items: Sequence[T], make: Callable[[T], R], ahead: int = AHEAD) -> Generator[R, None, None]:
