@@ -112,13 +112,13 @@ def test_defaults_come_from_the_encoder(tiny_bundle):
     assert sum(sizes) == len(TEXTS) and max(sizes) <= 3
 
 
-def test_warm_up_runs_each_shape_once(tiny_bundle):
+def test_warm_shapes_runs_each_shape_once(tiny_bundle):
     encoder = _gpu_style(tiny_bundle)
-    took = encoder.warm_up((8, 16), rows=(1, 3))
+    took = encoder.warm_shapes((8, 16), rows=(1, 3))
     assert [(rows, width) for rows, width, _ in took] == [(1, 8), (3, 8), (1, 16), (3, 16)]
     assert encoder.warmed == took
     encoder.default_max_batch_tokens = 16  # at most 16 tokens a batch: 2 rows of 8, 1 of 16
-    assert [(r, w) for r, w, _ in encoder.warm_up((8, 16), rows=(1, 3))] == [(1, 8), (2, 8), (1, 16)]
+    assert [(r, w) for r, w, _ in encoder.warm_shapes((8, 16), rows=(1, 3))] == [(1, 8), (2, 8), (1, 16)]
 
 
 def test_buckets():

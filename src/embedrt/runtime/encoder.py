@@ -26,7 +26,7 @@ from embedrt.runtime.overlap import (
     bucket_width,
     bucket_widths,
     overlapped,
-    warm_up,
+    warm_shapes,
     widen,
 )
 from embedrt.runtime.pooling import l2_normalize, pool
@@ -150,14 +150,14 @@ class Encoder:
         self.default_batch_size, self.default_max_batch_tokens = GPU_BATCH_SIZE, GPU_MAX_BATCH_TOKENS
         if self.device == "cuda":
             self.bucket_widths = bucket_widths(self.max_seq_length)
-            self.warm_up(self.bucket_widths)
+            self.warm_shapes(self.bucket_widths)
 
-    def warm_up(self, widths: Sequence[int], rows: Sequence[int] | None = None) -> list[tuple[int, int, float]]:
+    def warm_shapes(self, widths: Sequence[int], rows: Sequence[int] | None = None) -> list[tuple[int, int, float]]:
         """Run each ``rows`` x ``widths`` shape once (default rows: one text and a default batch), so that a
         GPU provider's first-run work on those shapes is done before the first request; what it took is kept
         in :attr:`warmed`."""
         rows = rows if rows is not None else (1, self.default_batch_size)
-        took = warm_up(self._run_inputs, self.backend.input_names, widths, rows, self.default_max_batch_tokens)
+        took = warm_shapes(self._run_inputs, self.backend.input_names, widths, rows, self.default_max_batch_tokens)
         self.warmed.extend(took)
         return took
 

@@ -6,7 +6,7 @@
   has many texts and no cache.
 - :func:`bucket_width` rounds a batch's padded width up to one of a few widths, so a GPU sees a handful of
   shapes instead of every length; the attention mask keeps padded positions out of every vector.
-- :func:`warm_up` runs each of those widths once at load, so that the first request of each width does not
+- :func:`warm_shapes` runs each of those widths once at load, so that the first request of each width does not
   pay for the provider's first-run work on that shape (measured: about 74 ms a new length with fp16 on an H200).
 
 Used for ``device="cuda"`` (buckets and warm-up) and ``"tensorrt"`` (overlap only: its engine profile fixes
@@ -108,7 +108,7 @@ class _Failed:
         self.error = error
 
 
-def warm_up(
+def warm_shapes(
     run: Callable[[dict[str, np.ndarray]], object],
     input_names: Sequence[str],
     widths: Sequence[int],
