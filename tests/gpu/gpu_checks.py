@@ -228,7 +228,11 @@ def bench(args: argparse.Namespace) -> bool:
     def show(precision: str, result: dict[str, Any]) -> None:
         print("\n".join(format_rows(precision, result)), flush=True)
 
-    report = run_device_bench(str(args.bundle), None, data, settings, show)
+    try:
+        report = run_device_bench(str(args.bundle), None, data, settings, show)
+    except Exception as err:  # one line for the summary
+        print(f"RESULT: FAIL bench --device cuda: {type(err).__name__}: {err}")
+        return False
     args.json_out.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
     machine = report["machine"]
     print(
