@@ -193,3 +193,22 @@ def test_an_engine_error_stops_the_helper_thread(tiny_bundle, monkeypatch):
     with pytest.raises(BackendError, match="the device failed"):
         encoder.encode(TEXTS * 4, batch_size=2)
     assert threading.active_count() == before
+
+
+def test_batches_are_padded_off_the_thread_that_runs_the_engine(tiny_bundle, monkeypatch):
+    encoder = _gpu_style(tiny_bundle)
+    padded_on, run_on = set(), set()
+    pack, run = encoder._pack_one, encoder.backend.run_pooled
+
+    def pack_here(encodings, positions):
+        padded_on.add(threading.current_thread().name)
+        return pack(encodings, positions)
+
+    def run_here(batch):
+        run_on.add(threading.current_thread().name)
+        return run(batch)
+
+    monkeypatch.setattr(encoder, "_pack_one", pack_here)
+    monkeypatch.setattr(encoder.backend, "run_pooled", run_here)
+    encoder.encode(TEXTS, batch_size=2)
+    assert padded_on == {"embedrt-host-batches"} and run_on == {threading.current_thread().name}
