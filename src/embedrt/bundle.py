@@ -72,6 +72,12 @@ class Variant:
     #: older manifests, where :func:`recipe_batch_invariant` derives it.
     batch_invariant: bool = True
 
+    @property
+    def pooled_output(self) -> str | None:
+        """The graph output holding the mean-pooled embeddings (``recipe["device_pooling"]``, for GPUs), if any."""
+        entry = self.recipe.get("device_pooling")
+        return str(entry["output"]) if isinstance(entry, dict) and entry.get("output") else None
+
 
 @dataclass(frozen=True)
 class Manifest:

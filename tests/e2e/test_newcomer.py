@@ -38,6 +38,7 @@ SKIPPED: tuple[tuple[str, str], ...] = (
     (r"--precision fp32,(int8,)?fp16", "the GPU recipe: fp16 graphs for a GPU (tests/export exports them)"),
     (r"^embedrt build-engine\b", "needs a GPU and TensorRT"),
     (r"device=.(tensorrt|cuda)", "needs a GPU"),
+    (r"--device (tensorrt|cuda)\b", "needs a GPU (tests/tools/test_device_bench.py runs bench --device cpu)"),
     (r"^python3 -m venv ", "makes a new virtual environment for a GPU machine's install (the pip line below)"),
     (r"^bash tests/e2e/gpu/check_on_gpu\.sh", "the GPU checks: needs a GPU and onnxruntime-gpu"),
     (

@@ -124,3 +124,30 @@ def test_onnxruntime_tensorrt_provider_parity(fp16_bundle, copy_bundle):
     encoder = Encoder.load(bundle, device="tensorrt")
     assert encoder.backend.name == "onnxruntime-tensorrt"
     _check(encoder, reference)
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs an NVIDIA GPU and onnxruntime-gpu")
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+def test_cuda_pools_on_the_device_as_numpy_pools(fp16_bundle, precision):
+    """The graph's mean (sentence_embedding) against NumPy pooling of the same GPU run's token embeddings."""
+    from embedrt.runtime.pooling import pool
+
+    encoder = Encoder.load(fp16_bundle, precision=precision, device="cuda")
+    assert encoder.backend.pools_on_device and encoder.overlap and encoder.bucket_widths and encoder.warmed
+    for batch in encoder.batches(encoder.tokenize(TEXTS), 16):
+        on_device = encoder.backend.run_pooled(batch.inputs)
+        on_host = pool(encoder.backend.run(batch.inputs), batch.inputs["attention_mask"], encoder.manifest.pooling)
+        assert cosine_rows(on_device, on_host).min() >= 1 - 1e-6
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs an NVIDIA GPU and onnxruntime-gpu")
+def test_bench_device_cuda_reports_both_precisions(tiny_fp16_bundle):
+    import json
+
+    from tests.helpers import run_cli
+
+    result = run_cli("bench", tiny_fp16_bundle, "--device", "cuda", "--batch-sizes", "8,64", "--rounds", "1", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert set(report["results"]) == {"fp16", "fp32"} and report["machine"]["gpu"]
+    assert all(figures["pools_on_device"] for figures in report["results"].values())

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from embedrt.cli.console import say
-from embedrt.options import BATCH_SIZE, ENGINE_LIST, PRECISION_LIST, THREADS, add_option, whole_number
+from embedrt.options import BATCH_SIZE, DEVICE, ENGINE_LIST, PRECISION_LIST, THREADS, add_option, whole_number
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,10 +29,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--max-batch-tokens", type=whole_number(1), default=None, metavar="N", help="padded-token budget per batch"
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_option(
+        p,
+        DEVICE,
+        help="measure on this device instead: per batch size the engine alone (inputs resident) against encode, "
+        "first-pass and warm batch-1 p99 (cpu, cuda or tensorrt; docs/gpu.md)",
+    )
+    p.add_argument(
+        "--batch-sizes",
+        type=_sizes,
+        default=None,
+        metavar="LIST",
+        help="with --device: comma-separated batch sizes (default: 32,128,512,2048 on cuda, 32 on cpu)",
+    )
     p.set_defaults(run=run)
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+    parse = whole_number(1)
+    return tuple(parse(part.strip()) for part in text.split(",") if part.strip())
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.device is not None:
+        return run_device(args)
+    if args.batch_sizes is not None:
+        from embedrt.errors import InputError
+
+        raise InputError("--batch-sizes goes with --device; without it use --batch-size")
     from embedrt.tools.bench import BenchResult, BenchSettings, int8_note, run_bench, table_row
 
     settings = BenchSettings(
@@ -82,3 +106,30 @@ def print_header(report: dict[str, Any]) -> None:
     )
     print(f"measuring {', '.join(report['variants'])}, each in a fresh process", flush=True)
     print(table_header(), flush=True)
+
+
+def run_device(args: argparse.Namespace) -> int:
+    """``--device``: the engine alone against ``encode`` per batch size, first-pass and warm latency."""
+    from embedrt.tools.device_bench import DEVICE_BATCH_SIZES, DeviceBenchSettings, format_rows, run_device_bench
+
+    sizes = args.batch_sizes or DEVICE_BATCH_SIZES[args.device]
+    settings = DeviceBenchSettings(device=args.device, batch_sizes=tuple(sizes), rounds=args.rounds)
+
+    def measured(precision: str, result: dict[str, Any]) -> None:
+        lines = format_rows(precision, result)
+        if args.json:
+            say(lines[0])
+        else:
+            print("\n".join(lines), flush=True)
+
+    report = run_device_bench(args.bundle, args.precision, args.data, settings, measured)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        machine = report["machine"]
+        print(
+            f"machine   {machine['cpu']}, {machine['usable_cores']} usable cores; GPU {machine.get('gpu')}, driver "
+            f"{machine.get('driver', '-')}, CUDA {machine.get('cuda_driver_api', '-')}; "
+            f"onnxruntime {machine['onnxruntime']}"
+        )
+    return 0

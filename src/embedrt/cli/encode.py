@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_option(p, PRECISION, default="auto")
     add_option(p, ENGINE, default="auto")
     add_option(p, DEVICE, default="cpu")
-    add_option(p, BATCH_SIZE, default=32)
+    add_option(p, BATCH_SIZE, help=f"{BATCH_SIZE.help} (default: 32 on the CPU, 256 on a GPU)")
     add_option(p, THREADS)
     add_normalize(p)
     add_prompt(p)

@@ -12,8 +12,18 @@ from pathlib import Path
 
 import numpy as np
 
-from embedrt.bundle import MANIFEST_NAME, TOKENIZER_NAME, Manifest, Parity, Variant, sha256_file, write_manifest
+from embedrt.bundle import (
+    MANIFEST_NAME,
+    TOKENIZER_NAME,
+    Manifest,
+    Parity,
+    Pooling,
+    Variant,
+    sha256_file,
+    write_manifest,
+)
 from embedrt.errors import ExportError
+from embedrt.export.device_pooling import POOLED_VARIANTS, add_mean_pooling
 from embedrt.export.fp16 import CUDA_FLAVOUR, TRT_FLAVOUR, convert_fp16, measure_reference_parity
 from embedrt.export.load import DEFAULT_SOURCE, SourceModel, load_source
 from embedrt.export.onnx_export import export_transformer
@@ -208,6 +218,7 @@ def _build(model: SourceModel, staging: Path, settings: ExportSettings, say: Cal
     say("exporting the transformer to ONNX")
     raw = export_transformer(model.transformer, work / "raw.onnx")
     recipes, fused = _build_variants(model, raw, staging, settings, say)
+    _add_device_pooling(model, staging, recipes, say)
     shutil.rmtree(work)
     model.bundle_tokenizer().save(str(staging / TOKENIZER_NAME))
 
@@ -277,6 +288,22 @@ def _build_variants(
             entry = quantize_static_int8(ov_model, raw, staging / FILES[OV_INT8], feeds, recipe_ov)
             recipes[OV_INT8] = {**entry, "calibration": {"source": source, "texts": len(texts)}}
     return recipes, fused
+
+
+def _add_device_pooling(
+    model: SourceModel, staging: Path, recipes: dict[str, dict], say: Callable[[str], None]
+) -> None:
+    """Mean pooling as graph nodes in the graphs the CUDA provider runs (after int8 was derived from fp32).
+
+    The pooled output is a second output: the CPU paths read the first and pool in NumPy, as before.
+    """
+    if model.pooling is not Pooling.MEAN:
+        say(f"device pooling: none ({model.pooling.value} pooling stays on the host)")
+        return
+    for name in POOLED_VARIANTS:
+        if name in recipes:
+            recipes[name]["device_pooling"] = add_mean_pooling(staging / FILES[name])
+            say(f"{name}: mean pooling added as graph output {recipes[name]['device_pooling']['output']!r}")
 
 
 def _measure_variants(

@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from tokenizers import Encoding
 
 from embedrt.bundle import Bundle, Manifest
 from embedrt.errors import EmbedrtWarning, InputError, InputTypeError
-from embedrt.runtime.backends.base import Backend
+from embedrt.runtime.backends.base import Backend, DevicePoolingBackend
 from embedrt.runtime.backends.select import Choice, choose, open_backend
 from embedrt.runtime.batching import pad_batch, plan_batches
 from embedrt.runtime.cache import EmbeddingCache
 from embedrt.runtime.outputs import finish, output_options
+from embedrt.runtime.overlap import (
+    GPU_BATCH_SIZE,
+    GPU_MAX_BATCH_TOKENS,
+    OVERLAP_CHUNK,
+    bucket_width,
+    bucket_widths,
+    overlapped,
+    warm_shapes,
+    widen,
+)
 from embedrt.runtime.pooling import l2_normalize, pool
 from embedrt.runtime.similarity import similarity
 from embedrt.runtime.tokenizer import TextTokenizer
@@ -44,6 +55,10 @@ class EncodedBatch:
     inputs: dict[str, np.ndarray]
 
 
+#: Padded batches as ``encode`` runs them, produced lazily (on a GPU by a helper thread, stopped by ``close()``).
+Batches = Generator[EncodedBatch, None, None]
+
+
 class Encoder:
     """Embeds texts with a bundle, giving what ``SentenceTransformer.encode`` gives for the source model."""
 
@@ -67,6 +82,15 @@ class Encoder:
         self.cache = cache
         #: The device it was loaded for (``Encoder.load(device=...)``).
         self.device = "cpu"
+        #: GPU devices: batches padded on a helper thread while the device runs the previous one.
+        self.overlap = False
+        #: Widths a batch's padding is rounded up to (``device="cuda"``; empty: the batch's own longest text).
+        self.bucket_widths: tuple[int, ...] = ()
+        #: What ``encode`` uses when the caller gives no ``batch_size`` / ``max_batch_tokens``.
+        self.default_batch_size = 32
+        self.default_max_batch_tokens: int | None = None
+        #: ``(rows, width, seconds)`` of each shape run at load to warm it (``device="cuda"``).
+        self.warmed: list[tuple[int, int, float]] = []
 
     @classmethod
     def load(
@@ -113,7 +137,29 @@ class Encoder:
         cache = EmbeddingCache(cache_size, manifest.dim, manifest.max_seq_length) if cache_size else None
         encoder = cls(opened, choice, backend, tokenizer, cache)
         encoder.device = device
+        if device != "cpu":
+            encoder._prepare_gpu()
         return encoder
+
+    def _prepare_gpu(self) -> None:
+        """Overlap, GPU batch defaults, and on CUDA padded-width buckets each run once now (see :mod:`.overlap`).
+
+        TensorRT gets no buckets: its engine's profile bounds the widths, and a bucket could pass the bound.
+        """
+        self.overlap = True
+        self.default_batch_size, self.default_max_batch_tokens = GPU_BATCH_SIZE, GPU_MAX_BATCH_TOKENS
+        if self.device == "cuda":
+            self.bucket_widths = bucket_widths(self.max_seq_length)
+            self.warm_shapes(self.bucket_widths)
+
+    def warm_shapes(self, widths: Sequence[int], rows: Sequence[int] | None = None) -> list[tuple[int, int, float]]:
+        """Run each ``rows`` x ``widths`` shape once (default rows: one text and a default batch), so that a
+        GPU provider's first-run work on those shapes is done before the first request; what it took is kept
+        in :attr:`warmed`."""
+        rows = rows if rows is not None else (1, self.default_batch_size)
+        took = warm_shapes(self._run_inputs, self.backend.input_names, widths, rows, self.default_max_batch_tokens)
+        self.warmed.extend(took)
+        return took
 
     @property
     def dim(self) -> int:
@@ -136,13 +182,25 @@ class Encoder:
 
     def pack(self, encodings: Sequence[Encoding], plan: Sequence[np.ndarray]) -> list[EncodedBatch]:
         """Padded engine inputs for each group of positions in ``plan`` (from a planner in :mod:`.batching`)."""
-        with_types = "token_type_ids" in self.backend.input_names
-        return [EncodedBatch(positions, pad_batch([encodings[i] for i in positions], with_types)) for positions in plan]
+        return [self._pack_one(encodings, positions) for positions in plan]
+
+    def _pack_one(self, encodings: Sequence[Encoding], positions: np.ndarray) -> EncodedBatch:
+        """One padded batch; on CUDA its width rounded up to a bucket (:attr:`bucket_widths`)."""
+        inputs = pad_batch([encodings[i] for i in positions], "token_type_ids" in self.backend.input_names)
+        if self.bucket_widths:
+            inputs = widen(inputs, bucket_width(inputs["input_ids"].shape[1], self.bucket_widths))
+        return EncodedBatch(positions, inputs)
+
+    def _run_inputs(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Sentence embeddings, not normalized: pooled by the graph on the device when it can, else in NumPy."""
+        backend = self.backend
+        if getattr(backend, "pools_on_device", False):  # a DevicePoolingBackend (GPU variants with mean pooling)
+            return cast(DevicePoolingBackend, backend).run_pooled(inputs)
+        return pool(backend.run(inputs), inputs["attention_mask"], self.manifest.pooling)
 
     def run_batch(self, batch: EncodedBatch, normalize: bool | None = None) -> np.ndarray:
         """Sentence embeddings ``(rows, dim)`` for one batch, in the batch's row order."""
-        hidden = self.backend.run(batch.inputs)
-        embeddings = pool(hidden, batch.inputs["attention_mask"], self.manifest.pooling)
+        embeddings = self._run_inputs(batch.inputs)
         if self.manifest.normalize if normalize is None else normalize:
             embeddings = l2_normalize(embeddings)
         return embeddings.astype(np.float32, copy=False)
@@ -150,7 +208,7 @@ class Encoder:
     def encode(
         self,
         texts: str | Iterable[str],
-        batch_size: int = 32,
+        batch_size: int | None = None,
         normalize: bool | None = None,
         show_progress_bar: bool | None = None,
         max_batch_tokens: int | None = None,
@@ -169,7 +227,9 @@ class Encoder:
         """Embed texts as float32 ``(len(texts), dim)``; a single string gives ``(dim,)``.
 
         ``normalize=None`` follows the bundle (the source model's Normalize module); ``True``/``False``
-        overrides it. Texts are batched by token length and returned in the caller's order.
+        overrides it. Texts are batched by token length and returned in the caller's order. ``batch_size`` and
+        ``max_batch_tokens`` default to :attr:`default_batch_size` and :attr:`default_max_batch_tokens`: 32 and
+        no budget on the CPU, larger on a GPU.
 
         The keyword arguments after ``*`` are ``SentenceTransformer.encode``'s, with its meaning:
         ``prompt_name`` (one of the bundle's :attr:`prompts`) or ``prompt`` (text) is put before every
@@ -183,6 +243,9 @@ class Encoder:
         """
         single = isinstance(texts, str)
         items = validate_texts(texts)
+        if batch_size is None:
+            batch_size = self.default_batch_size
+            max_batch_tokens = max_batch_tokens if max_batch_tokens is not None else self.default_max_batch_tokens
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         if device is not None and device != self.device:
@@ -216,13 +279,14 @@ class Encoder:
     ) -> np.ndarray:
         """float32 ``(len(items), dim)``: cached vectors, then length-sorted batches through the engine."""
         output = np.empty((len(items), self.dim), dtype=np.float32)
-        encodings = self.tokenize(items) if items else []
-        todo = list(range(len(items)))
-        keys: list[tuple[bool, bytes]] = []
-        if self.cache is not None and encodings:
-            keys, todo = self.cache.fill([encoding.ids for encoding in encodings], normalized, output)
-        if progress is not None and len(todo) < len(items):
-            progress(len(items) - len(todo))
+        if self.overlap and self.cache is None and len(items) > OVERLAP_CHUNK:
+            todo: list[int] = list(range(len(items)))
+            keys: list[tuple[bool, bytes]] = []
+            batches: Batches = self._chunked_batches(items, batch_size, max_batch_tokens)
+        else:
+            todo, keys, batches = self._planned_batches(items, batch_size, max_batch_tokens, normalized, output)
+            if progress is not None and len(todo) < len(items):
+                progress(len(items) - len(todo))
         if not todo:
             return output
         bar = None
@@ -230,19 +294,56 @@ class Encoder:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(todo), desc="Embedding", unit="text")
-        for batch in self.batches([encodings[i] for i in todo], batch_size, max_batch_tokens):
-            rows = [todo[position] for position in batch.positions]
-            vectors = self.run_batch(batch, normalized)
-            output[rows] = vectors
-            if self.cache is not None:
-                self.cache.put_many([keys[row] for row in rows], vectors)
-            if bar is not None:
-                bar.update(len(rows))
-            if progress is not None:
-                progress(len(rows))
+        with contextlib.closing(batches) as ordered:  # on an error, the helper thread stops at once
+            for batch in ordered:
+                rows = [todo[position] for position in batch.positions]
+                vectors = self.run_batch(batch, normalized)
+                output[rows] = vectors
+                if self.cache is not None:
+                    self.cache.put_many([keys[row] for row in rows], vectors)
+                if bar is not None:
+                    bar.update(len(rows))
+                if progress is not None:
+                    progress(len(rows))
         if bar is not None:
             bar.close()
         return output
+
+    def _planned_batches(
+        self, items: list[str], batch_size: int, max_batch_tokens: int | None, normalized: bool, output: np.ndarray
+    ) -> tuple[list[int], list[tuple[bool, bytes]], Batches]:
+        """Rows still to run (cache hits written to ``output``), their cache keys, and their batches, planned over
+        the whole input; on a GPU each batch is padded on a helper thread while the device runs the one before."""
+        encodings = self.tokenize(items) if items else []
+        todo = list(range(len(items)))
+        keys: list[tuple[bool, bytes]] = []
+        if self.cache is not None and encodings:
+            keys, todo = self.cache.fill([encoding.ids for encoding in encodings], normalized, output)
+        pending = [encodings[i] for i in todo]
+        plan = plan_batches([len(encoding.ids) for encoding in pending], batch_size, max_batch_tokens)
+        if self.overlap:
+            return todo, keys, overlapped(plan, lambda positions: self._pack_one(pending, positions))
+        return todo, keys, (self._pack_one(pending, positions) for positions in plan)
+
+    def _chunked_batches(self, items: list[str], batch_size: int, max_batch_tokens: int | None) -> Batches:
+        """GPU, many texts, no cache: chunks of :data:`OVERLAP_CHUNK` texts, each tokenized, planned and padded on a
+        helper thread while the device runs the chunk before (a text's vector does not depend on its batch)."""
+
+        def make(start: int) -> list[EncodedBatch]:
+            try:
+                encodings = self.tokenize(items[start : start + OVERLAP_CHUNK])
+            except InputError:
+                self.tokenize(items)  # raises the same error, naming the text's index in the whole input
+                raise
+            plan = plan_batches([len(encoding.ids) for encoding in encodings], batch_size, max_batch_tokens)
+            return [
+                EncodedBatch(batch.positions + start, batch.inputs)
+                for batch in (self._pack_one(encodings, positions) for positions in plan)
+            ]
+
+        with contextlib.closing(overlapped(range(0, len(items), OVERLAP_CHUNK), make, ahead=1)) as chunks:
+            for chunk in chunks:
+                yield from chunk
 
     def encode_query(self, texts: str | Iterable[str], **kwargs: Any) -> np.ndarray:
         """``encode`` with the bundle's "query" prompt when the caller gives none (as sentence-transformers)."""

@@ -8,15 +8,17 @@
 # checkout's src/ on PYTHONPATH itself. Steps: versions, nvidia-smi and the CUDA kernel architectures
 # read from the provider; a stand-in model (full-size DMetaSoul with the real vocabulary when
 # shared/data or ../shared/data exists, else the tiny one) exported to fp32 + fp16; parity and batch
-# invariance on CUDA; a process that cannot import torch starting the CUDA provider (with embedrt's
-# preload_dlls() call, and without it to show what it is for); `pytest -m gpu tests` when pytest
-# is installed. Each step is bounded, reports, and the next one runs whatever happened; the whole
-# run stays within BUDGET_S seconds (default 330). The summary is the last lines, also in $OUT/summary.txt.
+# invariance on CUDA (the encode path: device pooling, buckets warmed at load, overlap); the graph's mean
+# pooling against NumPy pooling of the same GPU output; a process that cannot import torch starting the CUDA
+# provider (with embedrt's preload_dlls() call, and without it to show what it is for); `embedrt bench
+# --device cuda` (figures to $OUT/bench-cuda.json); `pytest -m gpu tests` when pytest is installed.
+# Each step is bounded, reports, and the next one runs whatever happened; the whole run stays within
+# BUDGET_S seconds (default 480). The summary is the last lines, also in $OUT/summary.txt.
 # Without a GPU it runs through and reports each GPU step as failed (EMBEDRT_TINY=1: a quick dry run).
 set -u
 
 OUT=${OUT:-/tmp/embedrt-gpu-check}
-BUDGET_S=${BUDGET_S:-330}
+BUDGET_S=${BUDGET_S:-480}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 ROOT=$(pwd)
@@ -74,6 +76,7 @@ fi
 
 if [ -f "$BUNDLE/embedrt.json" ]; then
   step 04-cuda-parity 120 "$PY" tests/e2e/gpu/gpu_checks.py cuda --bundle "$BUNDLE" ${DATA_ARGS[@]+"${DATA_ARGS[@]}"}
+  step 04b-device-pooling 90 "$PY" tests/e2e/gpu/gpu_checks.py pooling --bundle "$BUNDLE" ${DATA_ARGS[@]+"${DATA_ARGS[@]}"}
   # A torch-free process as a pip install lays it out: onnxruntime beside pip's nvidia/ packages.
   SITE=""
   if step 05-pip-layout 30 "$PY" tests/e2e/gpu/gpu_checks.py pip-layout --into "$WORK/site"; then
@@ -86,14 +89,17 @@ if [ -f "$BUNDLE/embedrt.json" ]; then
   # What the call is for: a finding, not a check (an image with CUDA in ld.so.conf starts anyway).
   step 08-finding-no-torch-no-preload 90 env -u LD_LIBRARY_PATH PYTHONPATH="$SITE$PYTHONPATH" \
     "$PY" tests/e2e/gpu/gpu_checks.py no-torch --bundle "$BUNDLE" --skip-preload
+  # Figures, not a check: engine alone vs encode per batch size, first-pass vs warm p99, fp16 and fp32.
+  step 09-bench-device-cuda 150 "$PY" tests/e2e/gpu/gpu_checks.py bench --bundle "$BUNDLE" \
+    --json-out "$OUT/bench-cuda.json" ${DATA_ARGS[@]+"${DATA_ARGS[@]}"}
 else
-  echo "SKIP  04..08 (no bundle was exported)" | tee -a "$SUMMARY"
+  echo "SKIP  04..09 (no bundle was exported)" | tee -a "$SUMMARY"
 fi
 
 if "$PY" -c "import pytest" 2>/dev/null; then
-  step 09-pytest-gpu 240 "$PY" -m pytest -m gpu -q -p no:cacheprovider -rs tests
+  step 10-pytest-gpu 240 "$PY" -m pytest -m gpu -q -p no:cacheprovider -rs tests
 else
-  echo "SKIP  09-pytest-gpu (pytest is not installed: steps 04-07 ran the same checks as plain Python)" \
+  echo "SKIP  10-pytest-gpu (pytest is not installed: steps 04-07 ran the same checks as plain Python)" \
     | tee -a "$SUMMARY"
 fi
 

@@ -5,6 +5,8 @@
     python tests/e2e/gpu/gpu_checks.py cuda --bundle BUNDLE [--data DIR]
     python tests/e2e/gpu/gpu_checks.py no-torch --bundle BUNDLE [--skip-preload]
     python tests/e2e/gpu/gpu_checks.py pip-layout --into DIR
+    python tests/e2e/gpu/gpu_checks.py pooling --bundle BUNDLE [--data DIR]
+    python tests/e2e/gpu/gpu_checks.py bench --bundle BUNDLE --json-out FILE [--data DIR]
 
 Each prints what it measured and exits 0 when its check holds, 1 when not. ``--data`` is a folder
 holding ``bert-base-chinese-vocab.txt`` and ``sts_zh_dev.tsv`` (the project's ../shared/data); without
@@ -116,8 +118,11 @@ def _cuda_precision(bundle: Path, precision: str, texts: list[str], reference: A
     encoder.encode(texts, batch_size=128)
     rate = len(texts) / (time.perf_counter() - started)
     fits = bool(to_cpu.min() >= 0.999 and invariance >= 0.9999 and encoder.backend.name == "onnxruntime-cuda")
+    pooled = getattr(encoder.backend, "pools_on_device", False)
     print(
-        f"{'PASS' if fits else 'FAIL'} {precision} on {encoder.backend.name}: n={len(texts)} cos to CPU fp32 "
+        f"{'PASS' if fits else 'FAIL'} {precision} on {encoder.backend.name} (pooling on the device: {pooled}, "
+        f"{len(encoder.warmed)} shapes warmed at load in {sum(s for _, _, s in encoder.warmed):.2f} s): "
+        f"n={len(texts)} cos to CPU fp32 "
         f"min {to_cpu.min():.7f} mean {to_cpu.mean():.7f}; alone vs batch min {invariance:.7f}; "
         f"encode batch 128: {rate:.0f} sent/s (one pass, warm, not a benchmark)"
     )
@@ -170,6 +175,76 @@ def no_torch(args: argparse.Namespace) -> bool:
     return started
 
 
+def pooling(args: argparse.Namespace) -> bool:
+    """Mean pooling in the graph, on the GPU, against NumPy pooling of the same run's token embeddings."""
+    import numpy as np
+
+    from embedrt import Encoder
+    from embedrt.export.validate import cosine_rows
+    from embedrt.runtime.pooling import pool
+
+    texts = _texts(args.data, 256)
+    ok = True
+    for precision in ("fp32", "fp16"):
+        try:
+            encoder = Encoder.load(args.bundle, precision=precision, device="cuda")
+        except Exception as err:  # report and go on to the other precision
+            print(f"FAIL {precision}: {type(err).__name__}: {err}")
+            ok = False
+            continue
+        if not getattr(encoder.backend, "pools_on_device", False):
+            print(f"FAIL {precision}: the CUDA backend does not pool on the device (no sentence_embedding output?)")
+            ok = False
+            continue
+        worst, largest = 1.0, 0.0
+        for batch in encoder.batches(encoder.tokenize(texts), 64):
+            on_device = encoder.backend.run_pooled(batch.inputs)
+            on_host = pool(encoder.backend.run(batch.inputs), batch.inputs["attention_mask"], encoder.manifest.pooling)
+            worst = min(worst, float(cosine_rows(on_device, on_host).min()))
+            largest = max(largest, float(np.abs(on_device - on_host).max()))
+        fits = worst >= 1 - 1e-6
+        ok = ok and fits
+        print(
+            f"{'PASS' if fits else 'FAIL'} {precision}: device pooling vs NumPy pooling of the same output, "
+            f"n={len(texts)}, min cos {worst:.9f}, max |diff| {largest:.2e} (buckets: {encoder.bucket_widths})"
+        )
+    print(f"RESULT: {'PASS' if ok else 'FAIL'} device pooling equals NumPy pooling to 1e-6 cosine")
+    return ok
+
+
+def bench(args: argparse.Namespace) -> bool:
+    """`embedrt bench --device cuda` on the STS sentences (or the built-in workload); JSON to --json-out."""
+    import tempfile
+
+    from embedrt.tools.device_bench import DeviceBenchSettings, format_rows, run_device_bench
+
+    data = None
+    if args.data is not None and (args.data / "sts_zh_dev.tsv").is_file():
+        handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt", delete=False)
+        with handle:
+            handle.write("\n".join(_texts(args.data, 100_000)) + "\n")
+        data = handle.name
+    settings = DeviceBenchSettings(device="cuda", batch_sizes=tuple(args.batch_sizes), rounds=args.rounds)
+
+    def show(precision: str, result: dict[str, Any]) -> None:
+        print("\n".join(format_rows(precision, result)), flush=True)
+
+    try:
+        report = run_device_bench(str(args.bundle), None, data, settings, show)
+    except Exception as err:  # one line for the summary
+        print(f"RESULT: FAIL bench --device cuda: {type(err).__name__}: {err}")
+        return False
+    args.json_out.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
+    machine = report["machine"]
+    print(
+        f"machine: {machine.get('gpu')}, driver {machine.get('driver')}, CUDA {machine.get('cuda_driver_api')}, "
+        f"onnxruntime {machine.get('onnxruntime')}, {machine.get('cpu')} x{machine.get('usable_cores')}; "
+        f"workload {report['workload']}"
+    )
+    print(f"RESULT: PASS bench --device cuda written to {args.json_out} (figures, not a check)")
+    return True
+
+
 def pip_layout(args: argparse.Namespace) -> bool:
     """Make ``DIR`` look like one site-packages holding onnxruntime and pip's ``nvidia`` packages (symlinks).
 
@@ -218,6 +293,17 @@ def main() -> int:
     step.add_argument("--bundle", type=Path, required=True)
     step.add_argument("--skip-preload", action="store_true")
     step.set_defaults(run=no_torch)
+    step = commands.add_parser("pooling")
+    step.add_argument("--bundle", type=Path, required=True)
+    step.add_argument("--data", type=Path)
+    step.set_defaults(run=pooling)
+    step = commands.add_parser("bench")
+    step.add_argument("--bundle", type=Path, required=True)
+    step.add_argument("--data", type=Path)
+    step.add_argument("--json-out", type=Path, required=True)
+    step.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128, 512, 2048])
+    step.add_argument("--rounds", type=int, default=3)
+    step.set_defaults(run=bench)
     step = commands.add_parser("pip-layout")
     step.add_argument("--into", type=Path, required=True)
     step.set_defaults(run=pip_layout)

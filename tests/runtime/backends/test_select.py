@@ -92,7 +92,7 @@ def test_io_binding_runner_gives_what_session_run_gives(tiny_fp16_bundle):
     (batch,) = encoder.batches(encoder.tokenize(["花呗怎么还款", "今天天气不错"]), 8)
     runner = ort_cuda.BoundRunner(session, device="cpu")
     hidden = runner.run(batch.inputs)
-    (expected,) = session.run(None, {name: batch.inputs[name] for name in runner.input_names})
+    (expected,) = session.run([runner.output_name], {name: batch.inputs[name] for name in runner.input_names})
     assert hidden.dtype == np.float32 and hidden.shape == expected.shape
     np.testing.assert_array_equal(hidden, expected)
 

@@ -22,3 +22,14 @@ class Backend(Protocol):
     def run(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         """Token embeddings ``(batch, seq, dim)`` as float32 for int64 ``(batch, seq)`` inputs."""
         ...
+
+
+class DevicePoolingBackend(Backend, Protocol):
+    """A backend whose graph also pools on the device (mean pooling as graph nodes, for GPUs)."""
+
+    #: True when :meth:`run_pooled` gives the sentence embeddings for this bundle's pooling.
+    pools_on_device: bool
+
+    def run_pooled(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Mean-pooled sentence embeddings ``(batch, dim)`` as float32."""
+        ...

@@ -262,7 +262,8 @@ def open_backend(
     if device == "cuda":
         from embedrt.runtime.backends.ort_cuda import OrtCudaBackend
 
-        return OrtCudaBackend(model_path, threads=threads or 1)
+        pooled = bundle.variant(choice.variant).pooled_output  # mean pooling in the graph (export/device_pooling.py)
+        return OrtCudaBackend(model_path, threads=threads or 1, pooled_output=pooled)
     from embedrt.runtime.threads import default_threads
 
     if choice.engine == OPENVINO:
