@@ -6,7 +6,7 @@ embeds the same alone and in any batch. ``ENGINE_TABLE`` has a row per engine an
 per variant; every other list of engines, precisions, devices, files or variant names is derived from them.
 
 Adding an engine or a precision is a row here plus its backend (``runtime/backends/``, opened in
-``select.CPU_BACKENDS``) and, for a variant the export builds, its build step in ``export/pipeline.py``.
+``select.open_backend``) and, for a variant the export builds, its build step in ``export/pipeline.py``.
 This module sits on the ground floor: it imports only :mod:`embedrt.extras`.
 """
 
