@@ -141,6 +141,10 @@ class Server:
         self.stop()
         raise SystemExit(f"server not healthy after {START_TIMEOUT_S:.0f} s; see {self.log or 'its output'}")
 
+    def open(self) -> Connection:
+        """A keep-alive connection to this server."""
+        return Connection(self.port)
+
     @property
     def pid(self) -> int:
         return self.proc.pid

@@ -68,3 +68,10 @@ def rotate(order: list, step: int) -> list:
     """``order`` rotated by ``step``: each row leads in turn."""
     shift = step % max(1, len(order))
     return list(order)[shift:] + list(order)[:shift]
+
+
+def interleaved_batch1(order: list[tuple[str, Encode]], texts: Sequence[str], sink: dict[str, list[float]]) -> None:
+    """Each text through every row in turn, batch 1: each pair of timings shares the machine's moment."""
+    for text in texts:
+        for name, run in order:
+            sink[name].append(elapsed_ms(lambda run=run, text=text: run([text], 1)))

