@@ -58,7 +58,9 @@ def test_no_machine_paths_in_benchmarks():
     files = [
         path
         for path in BENCHMARKS.rglob("*")
-        if path.is_file() and path.suffix in {".py", ".md", ".sh", ".txt"} and not {".cache", "results"} & set(path.parts)
+        if path.is_file()
+        and path.suffix in {".py", ".md", ".sh", ".txt"}
+        and not {".cache", "results"} & set(path.parts)
     ]
     named = [_name(path) for path in files if "/work/" in path.read_text(encoding="utf-8")]
     assert not named, f"machine paths (/work/...) in {named}"
@@ -77,3 +79,14 @@ def test_every_scenario_runs_on_the_harness_and_has_a_smoke_flag(path: Path):
     assert "--quick" in path.read_text(encoding="utf-8") or "add_quick" in path.read_text(encoding="utf-8"), (
         f"{_name(path)} has no --quick smoke flag"
     )
+
+
+@pytest.mark.parametrize("name", ["engines.py", "harness/peers.py", "harness/timing.py", "harness/offline.py"])
+def test_what_the_peers_venv_loads_imports_no_embedrt_at_import_time(name: str):
+    """The peers' venv (setup_peers.sh) has no embedrt: engines.py and what it imports load without it."""
+    tree = ast.parse((BENCHMARKS / name).read_text(encoding="utf-8"))
+    top = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    modules = {
+        (node.module or "") if isinstance(node, ast.ImportFrom) else alias.name for node in top for alias in node.names
+    }
+    assert not {m for m in modules if m.split(".")[0] in {"embedrt", "numpy", "onnxruntime", "openvino"}}, modules
