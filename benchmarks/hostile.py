@@ -181,6 +181,7 @@ def main() -> int:
     parser.add_argument("--read-timeout-s", type=float, default=5.0)
     parser.add_argument("--bodies", type=int, default=2000, help="random bodies per embedding route")
     parser.add_argument("--work", type=Path, default=None, help="artefact cache (default: benchmarks/.cache)")
+    parser.add_argument("--out", type=Path, default=report.RESULTS, help="results folder")
     report.add_quick(parser)
     args = parser.parse_args()
     args.megabytes, args.stalled = 400, 300

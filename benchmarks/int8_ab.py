@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--trials", type=int, default=40, help="random batches per row for alone vs batch")
+    parser.add_argument("--out", type=Path, default=report.RESULTS, help="results folder")
     report.add_quick(parser)
     args = parser.parse_args()
     report.quick(args, rounds=1, trials=4, limit=64)

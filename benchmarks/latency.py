@@ -36,7 +36,7 @@ from pathlib import Path
 
 from harness import artifacts, offline, report, workload
 from harness.load import drive_threads
-from harness.server import Server, cpu_seconds, post_bytes, source_of
+from harness.server import Connection, Server, cpu_seconds, post_bytes, source_of
 from harness.timing import percentile, rotate
 from harness.workload import REPO, say
 
@@ -110,7 +110,7 @@ def request_bytes(label: str, text: str) -> bytes:
     return post_bytes(path, json.dumps(body(text), ensure_ascii=False).encode())
 
 
-def one_route(engine: Engine, servers: dict[str, Server], label: str, texts: list[str]) -> list[dict]:
+def one_route(engine: Engine, servers: dict[str, Connection], label: str, texts: list[str]) -> list[dict]:
     """One route, text by text: the engine, then each server, in an order that rotates each text."""
     names = [ENGINE_LABEL, *servers]
     latencies: dict[str, list[float]] = {name: [] for name in names}
@@ -120,7 +120,7 @@ def one_route(engine: Engine, servers: dict[str, Server], label: str, texts: lis
             if name == ENGINE_LABEL:
                 latencies[name].append(engine.time(text))
                 continue
-            took, ok = servers[name].connection.timed(request_bytes(label, text))
+            took, ok = servers[name].timed(request_bytes(label, text))
             latencies[name].append(took)
             errors[name] += not ok
     return [
@@ -129,14 +129,15 @@ def one_route(engine: Engine, servers: dict[str, Server], label: str, texts: lis
     ]
 
 
-def one_client(engine: Engine, servers: dict[str, Server], texts: Texts, args: argparse.Namespace) -> list[dict]:
-    """Every route: warm-up texts (first shapes, lazily built paths), then the timed ones."""
+def one_client(engine: Engine, servers: dict[str, Connection], texts: Texts, args: argparse.Namespace) -> list[dict]:
+    """Every route over one keep-alive connection a server: warm-up texts (first shapes, lazily built
+    paths), then the timed ones."""
     rows = []
     for label in ROUTES:
         for text in texts.take(args.warmup):
             engine.time(text)
-            for server in servers.values():
-                server.connection.timed(request_bytes(label, text))
+            for connection in servers.values():
+                connection.timed(request_bytes(label, text))
         rows += one_route(engine, servers, label, texts.take(args.requests))
     return rows
 
@@ -176,17 +177,17 @@ def one_round(sources: dict[str, Path], bundle: Path, pool: list[str], args: arg
     log = args.work / "latency_server.log"
     engine = Engine(REPO / "src", bundle)
     servers = {name: Server(bundle, args.flags.split(), log, src=src) for name, src in sources.items()}
-    for server in servers.values():
-        server.connection = server.open()
+    connections = {name: server.open() for name, server in servers.items()}
     texts = Texts(pool)  # one sequence: no server (nor the engine) sees a text twice
     try:
-        rows = one_client(engine, servers, texts, args)
+        rows = one_client(engine, connections, texts, args)
         engine.stop()
         levels = [int(level) for level in args.levels.split(",") if level]
         rows += concurrent(servers, texts, levels, args.concurrent)
         hits = {name: server.cache_hits() for name, server in servers.items()}
     finally:
-        for server in servers.values():
+        for name, server in servers.items():
+            connections[name].close()
             server.stop()
     return {"variant": engine.variant, "rows": rows, "cache_hits": hits}
 

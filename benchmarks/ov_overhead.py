@@ -117,6 +117,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=report.RESULTS, help="results folder")
     report.add_quick(parser)
     args = parser.parse_args()
     report.quick(args, rounds=1, limit=48)

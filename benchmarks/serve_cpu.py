@@ -147,6 +147,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--before", default=BEFORE, help="git ref of the server to compare with")
     parser.add_argument("--work", type=Path, default=None, help="artefact cache (default: benchmarks/.cache)")
+    parser.add_argument("--out", type=Path, default=report.RESULTS, help="results folder")
     report.add_quick(parser)
     args = parser.parse_args()
     report.quick(args, clients=4, requests=2, rounds=1)
