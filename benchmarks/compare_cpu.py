@@ -6,6 +6,7 @@ down), engines are alternated in each repeat, and each keeps its best repeat. Wr
 
     python benchmarks/compare_cpu.py                  # ~10-15 minutes on 2 cores (first run: + ~3-5 min to prepare)
     python benchmarks/compare_cpu.py --engines embedrt-ov-int8,ov-direct-int8,st-onnx-qint8 --repeats 1
+    python benchmarks/compare_cpu.py --quick          # smoke run: 64 texts, one pass
 
 Peers that need other package versions run in the virtual environment made by
 ``benchmarks/setup_peers.sh``; an engine whose environment is missing is skipped with a note.
@@ -16,18 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from harness import artifacts, report, workload
+from harness.workload import say
+
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "sts_zh_dev.tsv"
-DEFAULT_VOCAB = REPO.parent / "shared" / "data" / "bert-base-chinese-vocab.txt"
 DEFAULT_PEERS = Path.home() / ".venvs" / "embedrt-peers" / "bin" / "python"
+MODEL = "DMetaSoul student stand-in: 4 layers x 768, 12 heads, vocab 21128, seeded weights"
 
 #: engine -> (label, which Python runs it)
 ENGINES = {
@@ -49,107 +50,43 @@ ENGINES = {
 BF16_ENGINES = ("ov-direct-bf16", "embedrt-ov-bf16")
 #: Engines that read the bundle's OpenVINO variants (the bundle is exported with both engines).
 OPENVINO_ENGINES = tuple(e for e in ENGINES if e.startswith(("ov-direct-", "embedrt-ov-")))
-#: Variants the cached bundle must have; an older cache without the OpenVINO ones is exported again.
-BUNDLE_VARIANTS = ("fp32", "int8", "openvino-fp32", "openvino-int8")
+
+#: The issue's targets: label -> (engine, peer, figure, ">=" or "<=", bound), as the ratio engine / peer.
+_TPUT, _P50, _COLD = "sentences_per_s", "latency_p50_ms", "cold_start_s"
+TARGETS = {
+    "int8 / st qint8 throughput (>= 1.2)": ("embedrt-int8", "st-onnx-qint8", _TPUT, ">=", 1.2),
+    "int8 / st qint8 batch-1 p50 (<= 0.8)": ("embedrt-int8", "st-onnx-qint8", _P50, "<=", 0.8),
+    "fp32 / st O2 throughput (>= 1.05)": ("embedrt-fp32", "st-onnx-o2", _TPUT, ">=", 1.05),
+    "int8 / st PyTorch throughput (>= 3.5)": ("embedrt-int8", "st-torch", _TPUT, ">=", 3.5),
+    "int8 cold start / st PyTorch (<= 0.33)": ("embedrt-int8", "st-torch", _COLD, "<=", 0.33),
+    "ov int8 / ov-direct int8 throughput (>= 0.95, aim 1.1)": ("embedrt-ov-int8", "ov-direct-int8", _TPUT, ">=", 0.95),
+    "ov int8 / ov-direct int8 batch-1 p50 (<= 1.0)": ("embedrt-ov-int8", "ov-direct-int8", _P50, "<=", 1.0),
+    "ov int8 / st qint8 throughput (>= 1.3)": ("embedrt-ov-int8", "st-onnx-qint8", _TPUT, ">=", 1.3),
+    "ov bf16 / ov-direct bf16 throughput (>= 0.95)": ("embedrt-ov-bf16", "ov-direct-bf16", _TPUT, ">=", 0.95),
+}
 
 
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def load_texts(data: Path | None, limit: int) -> tuple[list[str], str]:
-    """Sentences of a ``s1<TAB>s2<TAB>score`` file (both columns), or embedrt's built-in workload."""
-    if data is not None and data.is_file():
-        texts = []
-        for line in data.read_text(encoding="utf-8").splitlines():
-            parts = line.split("\t")
-            texts.extend(part for part in parts[:2] if part.strip())
-        return texts[:limit], f"{data.name} (both columns, first {min(limit, len(texts))} sentences)"
-    from embedrt.tools.bench import builtin_workload
-
-    return builtin_workload(limit), "embedrt's built-in Chinese workload"
-
-
-def prepare(work: Path, peers_python: Path | None, engines: list[str], rebuild: bool) -> None:
+def prepare(work: Path, peers_python: Path | None, engines: list[str]) -> None:
     """Stand-in model, embedrt bundle, and the peers' artefacts under ``work`` (kept between runs)."""
-    if rebuild and work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    model = work / "model"
-    if not (model / "modules.json").is_file():
-        from embedrt.export.standin import DMETASOUL_STUDENT, build_standin
-
-        say("building the DMetaSoul stand-in (4 x 768, vocab 21128, seeded weights)")
-        vocab = DEFAULT_VOCAB if DEFAULT_VOCAB.is_file() else None
-        built = build_standin(work / "standin", DMETASOUL_STUDENT, vocab_file=vocab)
-        shutil.rmtree(model, ignore_errors=True)
-        shutil.move(str(built), model)
-    bundle = work / "bundle"
-    if not _bundle_complete(bundle):
-        from embedrt.export import export_bundle
-        from embedrt.export.pipeline import ExportSettings
-
-        say("exporting the embedrt bundle (ONNX Runtime fp32 + int8, OpenVINO fp32 IR + static int8)")
-        for derived in ("fastembed", "ov_direct"):  # made from the bundle: redo them from the new one
-            shutil.rmtree(work / derived, ignore_errors=True)
-        settings = ExportSettings(engines=("onnxruntime", "openvino"), force=True)
-        export_bundle(str(model), bundle, settings, progress=say)
-    if "fastembed" in engines and not (work / "fastembed" / "model.onnx").is_file():
-        target = work / "fastembed"
-        target.mkdir(exist_ok=True)
-        shutil.copy(bundle / "model.onnx", target / "model.onnx")
-        for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
-            if (model / name).is_file():
-                shutil.copy(model / name, target / name)
-    peer_model = work / "peer_model"
-    wants_st_onnx = any(e.startswith("st-onnx") for e in engines)
-    if wants_st_onnx and peers_python and not (peer_model / "onnx" / "model_qint8_avx512_vnni.onnx").is_file():
-        say("exporting sentence-transformers' own O2 and qint8 ONNX models (peers venv)")
-        shutil.rmtree(peer_model, ignore_errors=True)
-        shutil.copytree(model, peer_model)
-        subprocess.run(
-            [str(peers_python), str(HERE / "engines.py"), "prepare-st-onnx", str(peer_model)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-    if "ov-direct-int8" in engines and not (work / "ov_direct" / "model_int8.xml").is_file():
-        say("quantizing the bundle's fp32 IR with NNCF's default TRANSFORMER recipe (ov-direct-int8)")
-        _run_quietly([sys.executable, str(HERE / "engines.py"), "prepare-ov-int8", "--work", str(work)])
-    ct2 = work / "ct2"
-    if "ctranslate2-int8" in engines and peers_python and not (ct2 / "model.bin").is_file():
-        say("converting the stand-in with CTranslate2's TransformersConverter, int8_float32 (peers venv)")
-        shutil.rmtree(ct2, ignore_errors=True)
-        try:
-            _run_quietly([str(peers_python), str(HERE / "engines.py"), "prepare-ct2", str(model), str(ct2)])
-        except subprocess.CalledProcessError:
-            say("CTranslate2 conversion failed: ctranslate2-int8 will be skipped (is it in the peers venv?)")
-            shutil.rmtree(ct2, ignore_errors=True)
+    standin = artifacts.Standin(work)
+    standin.ensure_bundle()
+    if "fastembed" in engines:
+        standin.ensure_fastembed()
+    if peers_python and any(e.startswith("st-onnx") for e in engines):
+        standin.ensure_st_onnx(peers_python)
+    if "ov-direct-int8" in engines:
+        standin.ensure_ov_direct_int8()
+    if peers_python and "ctranslate2-int8" in engines:
+        standin.ensure_ct2(peers_python)
 
 
-def _bundle_complete(bundle: Path) -> bool:
-    """Whether the cached bundle has every variant the engines read (older caches lack OpenVINO's, or have
-    the dynamic ONNX Runtime int8 that the runtime no longer opens by default: no ``batch_invariant``)."""
-    manifest = bundle / "embedrt.json"
-    if not manifest.is_file():
-        return False
-    variants = json.loads(manifest.read_text(encoding="utf-8")).get("variants", {})
-    return all(variants.get(name, {}).get("batch_invariant") is True for name in BUNDLE_VARIANTS)
-
-
-def _run_quietly(command: list[str]) -> None:
-    """Run a preparation step; its output (progress bars, warnings) is shown only when it fails."""
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        say("\n".join((done.stdout + done.stderr).strip().splitlines()[-30:]))
-        raise subprocess.CalledProcessError(done.returncode, command)
+def engines_script(*args: str) -> list[str]:
+    return [sys.executable, str(HERE / "engines.py"), *args]
 
 
 def cpu_facts() -> dict:
     """OpenVINO's version and native bf16, asked in a child so that no OpenVINO threads live in this process."""
-    done = subprocess.run(
-        [sys.executable, str(HERE / "engines.py"), "cpu-facts"], capture_output=True, text=True, check=False
-    )
+    done = subprocess.run(engines_script("cpu-facts"), capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return {"openvino": None, "native_bf16": False}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -157,31 +94,18 @@ def cpu_facts() -> dict:
 
 def run_engine(engine: str, python: Path, work: Path, texts_file: Path, args: argparse.Namespace) -> dict:
     """One process, one engine; cold start measured from just before the process is spawned."""
-    command = [
-        str(python),
-        str(HERE / "engines.py"),
-        "measure",
-        engine,
-        "--work",
-        str(work),
-        "--texts",
-        str(texts_file),
-        "--threads",
-        str(args.threads),
-        "--batch-size",
-        str(args.batch_size),
-        "--rounds",
-        str(args.rounds),
-    ]
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    command = [str(python), str(HERE / "engines.py"), "measure", engine, "--work", str(work)]
+    command += ["--texts", str(texts_file), "--threads", str(args.threads)]
+    command += ["--batch-size", str(args.batch_size), "--rounds", str(args.rounds)]
+    env = {**os.environ, **artifacts.QUIET_ENV}
     started = time.time()
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return {"engine": engine, "error": tail}
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    report["cold_start_s"] = report["first_embedding_at"] - started
-    return report
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["cold_start_s"] = result["first_embedding_at"] - started
+    return result
 
 
 def gemm_ceiling(work: Path, texts: list[str], threads: int) -> dict:
@@ -192,12 +116,8 @@ def gemm_ceiling(work: Path, texts: list[str], threads: int) -> dict:
     """
     from embedrt.tools.bench import describe_workload
 
-    done = subprocess.run(
-        [sys.executable, str(HERE / "engines.py"), "gemm-peak", "--threads", str(threads)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    done = subprocess.run(engines_script("gemm-peak", "--threads", str(threads)), capture_output=True, text=True)
+    done.check_returncode()
     peaks = json.loads(done.stdout.strip().splitlines()[-1])
     flops = describe_workload(str(work / "bundle"), texts, None)["gflop_per_text"] * 1e9
     return {
@@ -218,21 +138,6 @@ def best_of(runs: list[dict]) -> dict:
         best[key] = min(r[key] for r in ok)
     best["repeats"] = len(ok)
     return best
-
-
-#: The issue's targets: label -> (engine, peer, figure, ">=" or "<=", bound), as the ratio engine / peer.
-_TPUT, _P50, _COLD = "sentences_per_s", "latency_p50_ms", "cold_start_s"
-TARGETS = {
-    "int8 / st qint8 throughput (>= 1.2)": ("embedrt-int8", "st-onnx-qint8", _TPUT, ">=", 1.2),
-    "int8 / st qint8 batch-1 p50 (<= 0.8)": ("embedrt-int8", "st-onnx-qint8", _P50, "<=", 0.8),
-    "fp32 / st O2 throughput (>= 1.05)": ("embedrt-fp32", "st-onnx-o2", _TPUT, ">=", 1.05),
-    "int8 / st PyTorch throughput (>= 3.5)": ("embedrt-int8", "st-torch", _TPUT, ">=", 3.5),
-    "int8 cold start / st PyTorch (<= 0.33)": ("embedrt-int8", "st-torch", _COLD, "<=", 0.33),
-    "ov int8 / ov-direct int8 throughput (>= 0.95, aim 1.1)": ("embedrt-ov-int8", "ov-direct-int8", _TPUT, ">=", 0.95),
-    "ov int8 / ov-direct int8 batch-1 p50 (<= 1.0)": ("embedrt-ov-int8", "ov-direct-int8", _P50, "<=", 1.0),
-    "ov int8 / st qint8 throughput (>= 1.3)": ("embedrt-ov-int8", "st-onnx-qint8", _TPUT, ">=", 1.3),
-    "ov bf16 / ov-direct bf16 throughput (>= 0.95)": ("embedrt-ov-bf16", "ov-direct-bf16", _TPUT, ">=", 0.95),
-}
 
 
 def ratios(results: dict[str, dict]) -> dict[str, float]:
@@ -270,22 +175,13 @@ def fastest_embedrt(results: dict[str, dict]) -> dict | None:
     }
 
 
-def write_outputs(report: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "cpu.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    machine, workload = report["machine"], report["workload"]
+def table(results: dict[str, dict]) -> list[str]:
     lines = [
-        f"Machine: {machine['cpu']} ({machine.get('isa', '?')}), {machine['threads']} threads, {machine['date']}. "
-        f"OpenVINO {machine.get('openvino') or 'not installed'}, native bf16: "
-        f"{'yes' if machine.get('native_bf16') else 'no'}. "
-        f"Workload: {workload['source']}, {workload['texts']} texts, batch {workload['batch_size']}; "
-        f"best of {report['repeats']} alternated processes x {report['rounds']} passes.",
-        "",
         "| engine | what runs | sentences/s | batch-1 p50 ms | p95 ms | p99 ms | new process to first embedding s "
         "| peak RSS MB |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for engine, row in report["results"].items():
+    for engine, row in results.items():
         label = f"`{engine}` | {ENGINES[engine][0]}"
         if "error" in row:
             lines.append(f"| {label} | skipped: {row['error']} | | | | | |")
@@ -294,36 +190,56 @@ def write_outputs(report: dict, out: Path) -> None:
             f"| {label} | {row['sentences_per_s']:.0f} | {row['latency_p50_ms']:.2f} | {row['latency_p95_ms']:.2f} "
             f"| {row['latency_p99_ms']:.2f} | {row['cold_start_s']:.2f} | {row['peak_rss_mb']:.0f} |"
         )
-    fastest = report.get("fastest_embedrt")
+    return lines
+
+
+def ceiling_lines(ceiling: dict, machine: dict, torch_row: dict) -> list[str]:
+    versus = (
+        f" ({ceiling['int8_ceiling_sentences_per_s'] / torch_row['sentences_per_s']:.1f}x the PyTorch row)"
+        if "sentences_per_s" in torch_row
+        else ""
+    )
+    return [
+        "",
+        f"Ceiling on this CPU ({machine['isa']}): ONNX Runtime runs FFN-sized GEMMs at up to "
+        f"{ceiling['fp32_gop_s']:.0f} GFLOP/s in fp32 and {ceiling['int8_gop_s']:.0f} GOP/s in int8 "
+        f"({ceiling['int8_gop_s'] / ceiling['fp32_gop_s']:.2f}x); at {ceiling['gflop_per_sentence']:.2f} GFLOP "
+        f"per sentence no engine using these kernels passes {ceiling['fp32_ceiling_sentences_per_s']:.0f} "
+        f"sentences/s in fp32 or {ceiling['int8_ceiling_sentences_per_s']:.0f} in int8{versus}.",
+    ]
+
+
+def markdown(result: dict) -> str:
+    machine, work = result["machine"], result["workload"]
+    lines = [
+        f"Machine: {machine['cpu']} ({machine.get('isa', '?')}), {machine['threads']} threads, {machine['date']}. "
+        f"OpenVINO {machine.get('openvino') or 'not installed'}, native bf16: "
+        f"{'yes' if machine.get('native_bf16') else 'no'}. "
+        f"Workload: {work['source']}, {work['texts']} texts, batch {work['batch_size']}; "
+        f"best of {result['repeats']} alternated processes x {result['rounds']} passes.",
+        "",
+        *table(result["results"]),
+    ]
+    fastest = result.get("fastest_embedrt")
     if fastest:
-        lines += [
-            "",
-            f"Fastest embedrt row: `{fastest['throughput']}` ({fastest['sentences_per_s']:.0f} sentences/s); "
-            f"lowest batch-1 p50: `{fastest['latency']}` ({fastest['latency_p50_ms']:.2f} ms).",
-        ]
-    if report["ratios"]:
+        lines += ["", fastest_line(fastest) + "."]
+    if result["ratios"]:
         lines += ["", "| target | measured | met |", "|---|---|---|"]
-        lines += [
-            f"| {label} | {value} | {'yes' if target_met(label, value) else 'no'} |"
-            for label, value in report["ratios"].items()
-        ]
-    ceiling = report.get("ceiling")
-    if ceiling:
-        torch_row = report["results"].get("st-torch", {})
-        versus = (
-            f" ({ceiling['int8_ceiling_sentences_per_s'] / torch_row['sentences_per_s']:.1f}x the PyTorch row)"
-            if "sentences_per_s" in torch_row
-            else ""
-        )
-        lines += [
-            "",
-            f"Ceiling on this CPU ({machine['isa']}): ONNX Runtime runs FFN-sized GEMMs at up to "
-            f"{ceiling['fp32_gop_s']:.0f} GFLOP/s in fp32 and {ceiling['int8_gop_s']:.0f} GOP/s in int8 "
-            f"({ceiling['int8_gop_s'] / ceiling['fp32_gop_s']:.2f}x); at {ceiling['gflop_per_sentence']:.2f} GFLOP "
-            f"per sentence no engine using these kernels passes {ceiling['fp32_ceiling_sentences_per_s']:.0f} "
-            f"sentences/s in fp32 or {ceiling['int8_ceiling_sentences_per_s']:.0f} in int8{versus}.",
-        ]
-    (out / "cpu.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        lines += [f"| {k} | {v} | {'yes' if target_met(k, v) else 'no'} |" for k, v in result["ratios"].items()]
+    if result.get("ceiling"):
+        lines += ceiling_lines(result["ceiling"], machine, result["results"].get("st-torch", {}))
+    return "\n".join(lines) + "\n"
+
+
+def fastest_line(fastest: dict) -> str:
+    return (
+        f"Fastest embedrt row: `{fastest['throughput']}` ({fastest['sentences_per_s']:.0f} sentences/s); "
+        f"lowest batch-1 p50: `{fastest['latency']}` ({fastest['latency_p50_ms']:.2f} ms)"
+    )
+
+
+def chart(result: dict, path: Path) -> None:
+    """Throughput and batch-1 p50 per engine, embedrt's rows in red (needs matplotlib)."""
     try:
         import matplotlib
 
@@ -332,7 +248,7 @@ def write_outputs(report: dict, out: Path) -> None:
     except ImportError:
         say("matplotlib is not installed: no chart written")
         return
-    rows = [(e, ENGINES[e][0], r) for e, r in report["results"].items() if "error" not in r]
+    rows = [(e, ENGINES[e][0], r) for e, r in result["results"].items() if "error" not in r]
     labels = [label for _, label, _ in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.45 * len(rows) + 1.6), sharey=True)
     colors = ["#d62728" if engine.startswith("embedrt-") else "#7f7f7f" for engine, _, _ in rows]
@@ -341,16 +257,17 @@ def write_outputs(report: dict, out: Path) -> None:
     right.barh(labels, [r["latency_p50_ms"] for _, _, r in rows], color=colors)
     right.set_xlabel("batch-1 latency p50, ms (lower is better)")
     left.invert_yaxis()
-    fig.suptitle(f"{machine['cpu']}, {machine['threads']} threads: {workload['source']}", fontsize=9)
+    machine = result["machine"]
+    fig.suptitle(f"{machine['cpu']}, {machine['threads']} threads: {result['workload']['source']}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out / "cpu.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="embedrt against CPU peers, side by side.")
-    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "embedrt-bench", help="artefact cache")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="s1<TAB>s2<TAB>score file (default: STS-B zh)")
+    parser.add_argument("--work", type=Path, default=None, help="artefact cache (default: benchmarks/.cache)")
+    parser.add_argument("--data", type=Path, default=workload.sts_file(), help="s1<TAB>s2<TAB>score file (STS-B zh)")
     parser.add_argument("--limit", type=int, default=1000, help="sentences in the workload (default 1000)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -358,101 +275,113 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2, help="alternated processes per engine (default 2)")
     parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset of: " + ", ".join(ENGINES))
     parser.add_argument("--peers-python", type=Path, default=DEFAULT_PEERS, help="Python of setup_peers.sh's venv")
-    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--out", type=Path, default=report.RESULTS)
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached model and bundles")
     parser.add_argument("--prepare-only", action="store_true", help=argparse.SUPPRESS)
+    report.add_quick(parser)
     args = parser.parse_args()
-
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    unknown = [e for e in engines if e not in ENGINES]
+    report.quick(args, limit=64, rounds=1, repeats=1)
+    args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    unknown = [e for e in args.engines if e not in ENGINES]
     if unknown:
         parser.error(f"unknown engines {unknown}; choose from {', '.join(ENGINES)}")
-    peers_python = args.peers_python if args.peers_python.is_file() else None
+    return args
+
+
+def runnable(engines: list[str], peers_python: Path | None, openvino: dict, where: Path) -> dict[str, str]:
+    """Why each engine that cannot run here is skipped (missing venv, OpenVINO, or native bf16)."""
     skipped = {}
-    if peers_python is None:
-        for engine in [e for e in engines if ENGINES[e][1] == "peers"]:
-            skipped[engine] = {"engine": engine, "error": f"no peers venv at {args.peers_python} (setup_peers.sh)"}
-        engines = [e for e in engines if ENGINES[e][1] != "peers"]
+    for engine in engines:
+        if ENGINES[engine][1] == "peers" and peers_python is None:
+            skipped[engine] = f"no peers venv at {where} (setup_peers.sh)"
+        elif engine in OPENVINO_ENGINES and not openvino.get("openvino"):
+            skipped[engine] = "OpenVINO is not installed (pip install -e '.[openvino]')"
+        elif engine in BF16_ENGINES and not openvino.get("native_bf16"):
+            skipped[engine] = "this CPU has no native bf16 (AVX512_BF16 or AMX); emulated bf16 is many times slower"
+    return skipped
 
-    openvino = cpu_facts()
-    if not openvino.get("openvino"):
-        for engine in [e for e in engines if e in OPENVINO_ENGINES]:
-            skipped[engine] = {"engine": engine, "error": "OpenVINO is not installed (pip install -e '.[openvino]')"}
-        engines = [e for e in engines if e not in OPENVINO_ENGINES]
-    elif not openvino.get("native_bf16"):
-        for engine in [e for e in engines if e in BF16_ENGINES]:
-            skipped[engine] = {
-                "engine": engine,
-                "error": "this CPU has no native bf16 (AVX512_BF16 or AMX); emulated bf16 is many times slower",
-            }
-        engines = [e for e in engines if e not in BF16_ENGINES]
 
-    work = args.work.expanduser().resolve()
-    if args.prepare_only:
-        prepare(work, peers_python, engines, args.rebuild)
-        return 0
-    # Prepare in a child: torch and export sessions stay out of this process, whose size would
-    # otherwise leak into the engines' peak RSS and whose idle thread pools would share the cores.
-    subprocess.run([sys.executable, __file__, *sys.argv[1:], "--prepare-only"], check=True)
-    texts, source = load_texts(args.data, args.limit)
-    texts_file = work / "texts.txt"
-    texts_file.write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n", encoding="utf-8")
+def run_rounds(
+    engines: list[str], peers_python: Path | None, work: Path, texts_file: Path, args: argparse.Namespace
+) -> dict:
+    """Every engine ``--repeats`` times, in an order rotated each repeat."""
+    from harness.timing import rotate
 
     runs: dict[str, list[dict]] = {e: [] for e in engines}
     for repeat in range(args.repeats):
-        shift = repeat % max(1, len(engines))
-        order = engines[shift:] + engines[:shift]
-        for engine in order:
+        for engine in rotate(engines, repeat):
             python = Path(sys.executable) if ENGINES[engine][1] == "main" else peers_python
-            report = run_engine(engine, python, work, texts_file, args)
-            runs[engine].append(report)
-            if "error" in report:
-                say(f"[{repeat + 1}/{args.repeats}] {engine}: skipped ({report['error']})")
+            result = run_engine(engine, python, work, texts_file, args)
+            runs[engine].append(result)
+            step = f"[{repeat + 1}/{args.repeats}] {engine}"
+            if "error" in result:
+                say(f"{step}: skipped ({result['error']})")
             else:
                 say(
-                    f"[{repeat + 1}/{args.repeats}] {engine}: {report['sentences_per_s']:.1f} sent/s, "
-                    f"p50 {report['latency_p50_ms']:.2f} ms, cold {report['cold_start_s']:.2f} s"
+                    f"{step}: {result['sentences_per_s']:.1f} sent/s, "
+                    f"p50 {result['latency_p50_ms']:.2f} ms, cold {result['cold_start_s']:.2f} s"
                 )
-    say("measuring ONNX Runtime's fp32 and int8 GEMM speed")
-    ceiling = gemm_ceiling(work, texts, args.threads)
-    results = {engine: best_of(runs[engine]) for engine in engines}
-    results.update(skipped)
-    results = {e: results[e] for e in ENGINES if e in results}
+    return runs
 
+
+def assemble(
+    args: argparse.Namespace, openvino: dict, source: str, texts: list[str], runs: dict, skipped: dict, ceiling: dict
+) -> dict:
     from embedrt.tools.bench import machine_facts
 
+    results = {engine: best_of(found) for engine, found in runs.items()}
+    results.update({engine: {"engine": engine, "error": why} for engine, why in skipped.items()})
+    results = {e: results[e] for e in ENGINES if e in results}
     facts = machine_facts()
-    report = {
-        "machine": {
-            "cpu": facts["cpu"],
-            "isa": facts["isa"],
-            "threads": args.threads,
-            "usable_cores": facts["usable_cores"],
-            "onnxruntime": facts["onnxruntime"],
-            "openvino": openvino.get("openvino") or "not installed",
-            "native_bf16": openvino.get("native_bf16"),
-            "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%d"),
-        },
+    machine = {key: facts[key] for key in ("cpu", "isa", "usable_cores", "onnxruntime", "python")}
+    machine.update(threads=args.threads, date=time.strftime("%Y-%m-%d"))
+    machine.update(openvino=openvino.get("openvino") or "not installed", native_bf16=openvino.get("native_bf16"))
+    found = ratios(results)
+    return {
+        "machine": machine,
         "workload": {"source": source, "texts": len(texts), "batch_size": args.batch_size},
-        "model": "DMetaSoul student stand-in: 4 layers x 768, 12 heads, vocab 21128, seeded weights",
+        "model": MODEL,
         "rounds": args.rounds,
         "repeats": args.repeats,
         "results": results,
-        "ratios": ratios(results),
-        "targets_met": {label: target_met(label, value) for label, value in ratios(results).items()},
+        "ratios": found,
+        "targets_met": {label: target_met(label, value) for label, value in found.items()},
         "fastest_embedrt": fastest_embedrt(results),
         "ceiling": ceiling,
         "runs": runs,
     }
-    write_outputs(report, args.out)
-    print((args.out / "cpu.md").read_text(encoding="utf-8"))
-    if report["fastest_embedrt"]:
-        fastest = report["fastest_embedrt"]
-        say(
-            f"fastest embedrt row: {fastest['throughput']} ({fastest['sentences_per_s']:.0f} sentences/s); "
-            f"lowest batch-1 p50: {fastest['latency']} ({fastest['latency_p50_ms']:.2f} ms)"
-        )
+
+
+def main() -> int:
+    args = parse_args()
+    work = artifacts.work_dir("dmetasoul", args.work)
+    if args.rebuild and not args.prepare_only:
+        shutil.rmtree(work)
+        work.mkdir(parents=True)
+    peers_python = args.peers_python if args.peers_python.is_file() else None
+    openvino = cpu_facts()
+    skipped = runnable(args.engines, peers_python, openvino, args.peers_python)
+    engines = [e for e in args.engines if e not in skipped]
+    if args.prepare_only:
+        prepare(work, peers_python, engines)
+        return 0
+    # Prepare in a child: torch and export sessions stay out of this process, whose size would
+    # otherwise leak into the engines' peak RSS and whose idle thread pools would share the cores.
+    subprocess.run([sys.executable, __file__, *sys.argv[1:], "--work", str(work), "--prepare-only"], check=True)
+    found = workload.sentences(args.data, args.limit)
+    texts, source = found.texts, found.source
+    texts_file = work / "texts.txt"
+    texts_file.write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n", encoding="utf-8")
+    runs = run_rounds(engines, peers_python, work, texts_file, args)
+    say("measuring ONNX Runtime's fp32 and int8 GEMM speed")
+    ceiling = gemm_ceiling(work, texts, args.threads)
+    result = assemble(args, openvino, source, texts, runs, skipped, ceiling)
+    text = markdown(result)
+    report.write(args.out, "cpu", result, text)
+    chart(result, args.out / "cpu.png")
+    print(text)
+    if result["fastest_embedrt"]:
+        say(fastest_line(result["fastest_embedrt"]))
     return 0
 
 

@@ -1,6 +1,7 @@
 """Hostile traffic against `embedrt serve`, measured: what the hardening issue must reach, with timings.
 
     python benchmarks/hostile.py            # ~2 minutes; a tiny seeded model, so the server's own work is small
+    python benchmarks/hostile.py --quick    # smoke run: a 40 MB body, 30 stalled connections, 50 bodies a route
 
 1. A 400 MB body sent chunked (no Content-Length): the status, how long until it, how much the client
    managed to send, and the server's resident memory (``/proc/PID/status`` VmRSS) before and after.
@@ -18,11 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -30,37 +28,12 @@ from pathlib import Path
 
 import httpx
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "src"))
-from embedrt.tools.bench import machine_facts, percentile  # noqa: E402
+from embedrt.tools.bench import machine_facts
+from harness import artifacts, report
+from harness.server import Server, rss_mb
+from harness.timing import percentile
 
 ROUTES = ("/v1/embeddings", "/embed", "/similarity")
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def start(bundle: Path, read_timeout: float) -> tuple[subprocess.Popen, int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "embedrt.cli", "serve", str(bundle), "--port", str(port), "--precision", "fp32"]
-    proc = subprocess.Popen(
-        [*command, "--read-timeout-s", str(read_timeout)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc, port
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("hostile.py: the server did not start")
 
 
 def huge_chunked_body(pid: int, port: int, megabytes: int = 400) -> dict:
@@ -183,49 +156,49 @@ def random_bodies(port: int, count: int) -> dict:
     return {route: dict(sorted(counts.items())) for route, counts in seen.items()}
 
 
+def markdown(result: dict, args: argparse.Namespace) -> str:
+    chunked, stalled = result["chunked_400mb"], result["stalled_300"]
+    lines = [
+        "# Hostile traffic (tests/server/test_hardening.py checks the same behaviours)",
+        "",
+        f"Machine: {result['machine']['cpu']} ({result['machine']['isa']}); --read-timeout-s {args.read_timeout_s}.",
+        "",
+        f"- {args.megabytes} MB chunked body: `{chunked['status']}` after {chunked['answered_after_s']} s; the client "
+        f"got {chunked['client_sent_mb']} MB out; server RSS {chunked['server_rss_before_mb']} -> peak "
+        f"{chunked['server_rss_peak_mb']} MB (+{chunked['server_rss_growth_mb']} MB).",
+        f"- {args.stalled} stalled connections: all closed {stalled['first_closed_after_s']}-"
+        f"{stalled['all_closed_after_s']} s after they stalled; meanwhile {stalled['normal_requests']} normal requests "
+        f"(p50 {stalled['normal_p50_ms']} ms, max {stalled['normal_max_ms']} ms) and {stalled['health_checks']} "
+        f"health checks (max {stalled['health_max_ms']} ms), all 200.",
+        f"- {args.bodies} random JSON bodies per route, status codes:",
+    ]
+    lines += [f"  - `{route}`: {counts}" for route, counts in result["random_bodies"].items()]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--read-timeout-s", type=float, default=5.0)
     parser.add_argument("--bodies", type=int, default=2000, help="random bodies per embedding route")
+    parser.add_argument("--work", type=Path, default=None, help="artefact cache (default: benchmarks/.cache)")
+    parser.add_argument("--out", type=Path, default=report.RESULTS, help="results folder")
+    report.add_quick(parser)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as work:
-        from embedrt.export import ExportSettings, export_bundle
-        from embedrt.export.standin import TINY, build_standin
-
-        bundle = Path(work) / "bundle"
-        export_bundle(build_standin(Path(work) / "model", TINY), bundle, ExportSettings(precisions=("fp32",)))
-        proc, port = start(bundle, args.read_timeout_s)
-        try:
-            report = {
-                "machine": machine_facts(),
-                "read_timeout_s": args.read_timeout_s,
-                "chunked_400mb": huge_chunked_body(proc.pid, port),
-                "stalled_300": stalled_connections(port),
-                "random_bodies": random_bodies(port, args.bodies),
-            }
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "hostile.json").write_text(json.dumps(report, indent=2) + "\n")
-    chunked, stalled = report["chunked_400mb"], report["stalled_300"]
-    lines = [
-        "# Hostile traffic (tests/server/test_hardening.py checks the same behaviours)",
-        "",
-        f"Machine: {report['machine']['cpu']} ({report['machine']['isa']}); --read-timeout-s {args.read_timeout_s}.",
-        "",
-        f"- 400 MB chunked body: `{chunked['status']}` after {chunked['answered_after_s']} s; the client got "
-        f"{chunked['client_sent_mb']} MB out; server RSS {chunked['server_rss_before_mb']} -> peak "
-        f"{chunked['server_rss_peak_mb']} MB (+{chunked['server_rss_growth_mb']} MB).",
-        f"- 300 stalled connections: all closed {stalled['first_closed_after_s']}-{stalled['all_closed_after_s']} s "
-        f"after they stalled; meanwhile {stalled['normal_requests']} normal requests (p50 {stalled['normal_p50_ms']} "
-        f"ms, max {stalled['normal_max_ms']} ms) and {stalled['health_checks']} health checks (max "
-        f"{stalled['health_max_ms']} ms), all 200.",
-        f"- {args.bodies} random JSON bodies per route, status codes:",
-    ]
-    lines += [f"  - `{route}`: {counts}" for route, counts in report["random_bodies"].items()]
-    (HERE / "results" / "hostile.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    args.megabytes, args.stalled = 400, 300
+    report.quick(args, bodies=50, megabytes=40, stalled=30)
+    bundle = artifacts.tiny_bundle(artifacts.work_dir("tiny", args.work))
+    flags = ["--precision", "fp32", "--read-timeout-s", str(args.read_timeout_s)]
+    with Server(bundle, flags) as server:
+        result = {
+            "machine": machine_facts(),
+            "read_timeout_s": args.read_timeout_s,
+            "chunked_400mb": huge_chunked_body(server.pid, server.port, args.megabytes),
+            "stalled_300": stalled_connections(server.port, args.stalled),
+            "random_bodies": random_bodies(server.port, args.bodies),
+        }
+    text = markdown(result, args)
+    report.write(report.results_dir(args), "hostile", result, text)
+    print(text)
     return 0
 
 

@@ -15,48 +15,27 @@ batches of random size (1-32), padded to random extra widths. Writes ``results/i
 stamped with the commit.
 
     python benchmarks/int8_ab.py [--rounds 6] [--threads 2]     # ~10 minutes on 2 cores, first run ~5 more
+    python benchmarks/int8_ab.py --quick                        # smoke run: 64 texts, one round, 4 trials
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from compare_cpu import DEFAULT_DATA, DEFAULT_VOCAB, load_texts
 from embedrt import Encoder
 from embedrt.export.validate import cosine_rows
 from embedrt.runtime.encoder import EncodedBatch
-from embedrt.tools.bench import machine_facts, percentile
-from engines import _ov_direct, prepare_ov_int8
+from embedrt.tools.bench import machine_facts
+from engines import ov_direct
+from harness import artifacts, report, workload
+from harness.timing import Encode, alternate, interleaved_batch1, percentiles_ms
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
 REFERENCE = "ONNX Runtime int8, dynamic (before)"
-
-
-def prepare(work: Path) -> None:
-    """The stand-in, a bundle as ``embedrt export`` makes it now (both engines), one with the old dynamic int8."""
-    from embedrt.export import ExportSettings, export_bundle
-    from embedrt.export.quantize import DYNAMIC_INT8
-    from embedrt.export.standin import DMETASOUL_STUDENT, build_standin
-
-    model = work / "standin" / "model"
-    if not (model / "modules.json").is_file():
-        vocab = DEFAULT_VOCAB if DEFAULT_VOCAB.is_file() else None
-        model = build_standin(work / "standin", DMETASOUL_STUDENT, vocab_file=vocab)
-    if not (work / "bundle" / "embedrt.json").is_file():
-        export_bundle(str(model), work / "bundle", ExportSettings(engines=("onnxruntime", "openvino"), force=True))
-    if not (work / "bundle-dynamic" / "embedrt.json").is_file():
-        settings = ExportSettings(engines=("onnxruntime",), int8_recipe=DYNAMIC_INT8, force=True)
-        export_bundle(str(model), work / "bundle-dynamic", settings)
-    if not (work / "ov_direct" / "model_int8.xml").is_file():
-        prepare_ov_int8(work)
+DIRECT = "OpenVINO directly, NNCF default int8 IR, OpenVINO defaults"
 
 
 def worst_alone_vs_batch(encoder: Encoder, texts: list[str], trials: int, seed: int = 0) -> dict:
@@ -65,7 +44,7 @@ def worst_alone_vs_batch(encoder: Encoder, texts: list[str], trials: int, seed: 
     encodings = encoder.tokenize(texts)
     worst, identical = 1.0, 0
     for _ in range(trials):
-        rows = rng.choice(len(texts), size=int(rng.integers(1, 33)), replace=False)
+        rows = rng.choice(len(texts), size=min(len(texts), int(rng.integers(1, 33))), replace=False)
         (batch,) = encoder.pack([encodings[row] for row in rows], [np.arange(len(rows))])
         extra = int(rng.integers(0, 33))
         wide = {name: np.pad(value, ((0, 0), (0, extra))) for name, value in batch.inputs.items()}
@@ -76,49 +55,25 @@ def worst_alone_vs_batch(encoder: Encoder, texts: list[str], trials: int, seed: 
     return {"min_cos": worst, "bit_identical_rows": identical}
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "unknown"
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "embedrt-bench" / "int8-ab")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--trials", type=int, default=40, help="random batches per row for alone vs batch")
-    args = parser.parse_args()
-
-    prepare(args.work)
-    texts, described = load_texts(args.data, 1000)
-    bundle, threads = args.work / "bundle", args.threads
-    dynamic = args.work / "bundle-dynamic"
-    encoders = {
-        "ONNX Runtime int8, static (now)": Encoder.load(bundle, "int8", engine="onnxruntime", threads=threads),
-        REFERENCE: Encoder.load(dynamic, "int8", threads=threads, batch_invariant=False),
+def encoders(standin: artifacts.Standin, threads: int) -> dict[str, Encoder]:
+    """The embedrt rows: static int8, the old dynamic int8, and what a no-flag ``Encoder.load`` picks."""
+    found = {
+        "ONNX Runtime int8, static (now)": Encoder.load(standin.bundle, "int8", engine="onnxruntime", threads=threads),
+        REFERENCE: Encoder.load(standin.dynamic, "int8", threads=threads, batch_invariant=False),
     }
-    auto = Encoder.load(bundle, threads=threads)
-    encoders[f"Encoder.load(bundle) default: {auto.variant}"] = auto
-    rows: dict[str, Callable[[list[str], int], object]] = {
-        name: (lambda batch, size, e=encoder: e.encode(batch, batch_size=size)) for name, encoder in encoders.items()
-    }
-    direct = _ov_direct("ov-direct-int8", args.work, threads)
-    rows["OpenVINO directly, NNCF default int8 IR, OpenVINO defaults"] = direct
-    invariance = {name: worst_alone_vs_batch(encoder, texts, args.trials) for name, encoder in encoders.items()}
-    lengths = [len(encoding.ids) for encoding in auto.tokenize(texts)]
-    ordered = [texts[i] for i in np.argsort(lengths, kind="stable")]
-    chunks = [ordered[i : i + args.batch_size] for i in range(0, len(ordered), args.batch_size)]
+    auto = Encoder.load(standin.bundle, threads=threads)
+    found[f"Encoder.load(bundle) default: {auto.variant}"] = auto
+    return found
+
+
+def measure(rows: dict[str, Encode], texts: list[str], chunks: list[list[str]], args: argparse.Namespace):
+    """Rows alternate batch by batch and text by text, so each pair of timings shares the machine's load."""
     for run in rows.values():
         run(texts, args.batch_size)  # warm-up: every input shape once
-    # Rows alternate batch by batch and text by text, so each pair of timings shares the machine's load.
     throughput: dict[str, list[float]] = {name: [] for name in rows}
     batch1: dict[str, list[float]] = {name: [] for name in rows}
     for attempt in range(args.rounds):
-        order = list(rows.items()) if attempt % 2 == 0 else list(rows.items())[::-1]
+        order = alternate(list(rows.items()), attempt)
         spent = dict.fromkeys(rows, 0.0)
         for chunk in chunks:
             for name, run in order:
@@ -127,20 +82,15 @@ def main() -> None:
                 spent[name] += time.perf_counter() - start
         for name in rows:
             throughput[name].append(len(texts) / spent[name])
-        for text in texts[attempt * 50 : attempt * 50 + 150]:
-            for name, run in order:
-                start = time.perf_counter()
-                run([text], 1)
-                batch1[name].append((time.perf_counter() - start) * 1e3)
-    report(args, described, rows, throughput, batch1, invariance)
+        interleaved_batch1(order, texts[attempt * 50 : attempt * 50 + 150], batch1)
+    return throughput, batch1
 
 
-def report(args, described: str, rows: dict, throughput: dict, batch1: dict, invariance: dict) -> None:
-    machine = machine_facts()
-    summary = {
+def summarize(rows: dict, throughput: dict, batch1: dict, invariance: dict) -> dict:
+    return {
         name: {
             "sentences_per_s_median": float(np.median(throughput[name])),
-            "batch1_ms": {f"p{q}": percentile(sorted(batch1[name]), q) for q in (50, 95, 99)},
+            "batch1_ms": percentiles_ms(batch1[name]),
             # Medians of paired ratios (round by round, text by text): robust to load that drifts.
             "throughput_x_reference": float(np.median(np.divide(throughput[name], throughput[REFERENCE]))),
             "batch1_x_reference": float(np.median(np.divide(batch1[name], batch1[REFERENCE]))),
@@ -148,10 +98,14 @@ def report(args, described: str, rows: dict, throughput: dict, batch1: dict, inv
         }
         for name in rows
     }
+
+
+def markdown(args: argparse.Namespace, described: str, summary: dict) -> str:
+    machine = machine_facts()
     lines = [
         f"# ONNX Runtime static int8 against the old dynamic int8 and OpenVINO, one process ({args.rounds} rounds)",
         "",
-        f"Commit {_commit()[:12]}, {time.strftime('%Y-%m-%d %H:%M')} UTC. Machine: {machine['cpu']} "
+        f"Commit {report.commit()}, {time.strftime('%Y-%m-%d %H:%M')} UTC. Machine: {machine['cpu']} "
         f"({machine['isa']}), {args.threads} threads, load average {Path('/proc/loadavg').read_text().split()[:3]} "
         f"at the end (other work shared the cores: compare the ratios). Workload: {described}, batch "
         f"{args.batch_size} (length-sorted batches, rows alternated batch by batch); batch-1: texts interleaved "
@@ -169,12 +123,45 @@ def report(args, described: str, rows: dict, throughput: dict, batch1: dict, inv
             f"| {ms['p50']:.2f} | {ms['p95']:.2f} | {row['batch1_x_reference']:.3f} "
             + (f"| {same['min_cos']:.7f} | {same['bit_identical_rows']} |" if same else "| | |")
         )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "int8_ab.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    record = {"commit": _commit(), "machine": machine, "summary": summary}
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=None, help="artefact cache (default: benchmarks/.cache)")
+    parser.add_argument("--data", type=Path, default=workload.sts_file())
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--trials", type=int, default=40, help="random batches per row for alone vs batch")
+    parser.add_argument("--out", type=Path, default=report.RESULTS, help="results folder")
+    report.add_quick(parser)
+    args = parser.parse_args()
+    report.quick(args, rounds=1, trials=4, limit=64)
+
+    standin = artifacts.Standin(artifacts.work_dir("dmetasoul", args.work))
+    standin.ensure_dynamic()
+    standin.ensure_ov_direct_int8(in_child=False)
+    found = workload.sentences(args.data, getattr(args, "limit", 1000))
+    texts = found.texts
+    embedrt_rows = encoders(standin, args.threads)
+    rows: dict[str, Encode] = {
+        name: (lambda batch, size, e=encoder: e.encode(batch, batch_size=size))
+        for name, encoder in embedrt_rows.items()
+    }
+    rows[DIRECT] = ov_direct("ov-direct-int8", standin.work, args.threads)
+    invariance = {name: worst_alone_vs_batch(encoder, texts, args.trials) for name, encoder in embedrt_rows.items()}
+    auto = list(embedrt_rows.values())[-1]
+    lengths = [len(encoding.ids) for encoding in auto.tokenize(texts)]
+    ordered = [texts[i] for i in np.argsort(lengths, kind="stable")]
+    chunks = [ordered[i : i + args.batch_size] for i in range(0, len(ordered), args.batch_size)]
+    throughput, batch1 = measure(rows, texts, chunks, args)
+    summary = summarize(rows, throughput, batch1, invariance)
+    text = markdown(args, found.source, summary)
+    record = {"commit": report.commit(), "machine": machine_facts(), "summary": summary}
     record |= {"throughput": throughput, "batch1_ms": batch1}
-    (RESULTS / "int8_ab.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
-    print("\n".join(lines))
+    report.write(report.results_dir(args), "int8_ab", record, text)
+    print(text)
 
 
 if __name__ == "__main__":

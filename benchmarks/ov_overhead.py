@@ -6,125 +6,140 @@ throughput passes alternate between them, and batch-1 calls are interleaved text
 order. The rows take the difference apart:
 
 1. embedrt's ``Encoder`` (OpenVINO int8);
-2. the hand-written loop of ``engines.py`` on embedrt's IR with embedrt's settings (1 vs 2: the runtime);
+2. the hand-written loop of ``harness.peers.ov_direct`` on embedrt's IR with embedrt's settings (1 vs 2: the runtime);
 3. the same loop on NNCF's default IR of the same graph, same settings (2 vs 3: the quantization recipe);
 4. that loop with OpenVINO's defaults, the reference (3 vs 4: fused attention off, for batch invariance);
 5. embedrt's ``Encoder`` with ``batch_invariant=False`` (OpenVINO's fused attention, as the reference).
 
 Each row's vectors of every text alone are also compared with the same texts encoded in batches of 32.
 
-    python benchmarks/compare_cpu.py --engines ov-direct-int8    # once: builds the bundle and NNCF's IR
     python benchmarks/ov_overhead.py [--rounds 8] [--threads 2]   # results/ov_overhead.{md,json}
+    python benchmarks/ov_overhead.py --quick                      # smoke run: 48 texts, one round
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from compare_cpu import DEFAULT_DATA, load_texts
 from embedrt import Encoder
 from embedrt.export.validate import cosine_rows
 from embedrt.runtime.backends.openvino import OpenVinoSettings
-from embedrt.tools.bench import machine_facts, percentile
-from engines import OV_DIRECT, _ov_direct
+from embedrt.tools.bench import machine_facts
+from engines import ov_direct
+from harness import artifacts, peers, report, workload
+from harness.timing import Encode, alternate, interleaved_batch1, percentiles_ms
 
-RESULTS = Path(__file__).parent / "results"
+REFERENCE = "OpenVINO directly, NNCF default IR, OpenVINO defaults"
+BATCH1_TEXTS = 200
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=Path.home() / ".cache" / "embedrt-bench")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=32)
-    args = parser.parse_args()
-
-    texts, described = load_texts(args.data, 1000)
-    # Rows 2 and 3 compile with exactly what embedrt's backend passes for its int8 variant.
-    embedrt_config = OpenVinoSettings(threads=args.threads, batch_invariant=True).compile_config()
-    OV_DIRECT["ov-direct-embedrt-ir"] = ("bundle/openvino/model_int8.xml", "f32", embedrt_config)
-    OV_DIRECT["ov-direct-int8-unfused"] = (OV_DIRECT["ov-direct-int8"][0], "f32", embedrt_config)
-    encoder = Encoder.load(args.work / "bundle", precision="int8", engine="openvino", threads=args.threads)
-    fused = Encoder.load(
-        args.work / "bundle", precision="int8", engine="openvino", threads=args.threads, batch_invariant=False
-    )
-    rows: dict[str, Callable[[list[str], int], object]] = {
+def rows(work: Path, threads: int) -> dict[str, Encode]:
+    """The five rows; rows 2 and 3 compile with exactly what embedrt's backend passes for its int8 variant."""
+    embedrt_config = OpenVinoSettings(threads=threads, batch_invariant=True).compile_config()
+    bundle = work / "bundle"
+    encoder = Encoder.load(bundle, precision="int8", engine="openvino", threads=threads)
+    fused = Encoder.load(bundle, precision="int8", engine="openvino", threads=threads, batch_invariant=False)
+    tokenizer = bundle / "tokenizer.json"
+    return {
         "embedrt Encoder, OpenVINO int8": lambda batch, size: encoder.encode(batch, batch_size=size),
-        "OpenVINO directly, embedrt's IR and settings": _ov_direct("ov-direct-embedrt-ir", args.work, args.threads),
-        "OpenVINO directly, NNCF default IR, fused attention off": _ov_direct(
-            "ov-direct-int8-unfused", args.work, args.threads
+        "OpenVINO directly, embedrt's IR and settings": peers.ov_direct(
+            bundle / "openvino" / "model_int8.xml", tokenizer, threads, "f32", embedrt_config
         ),
-        "OpenVINO directly, NNCF default IR, OpenVINO defaults": _ov_direct("ov-direct-int8", args.work, args.threads),
+        "OpenVINO directly, NNCF default IR, fused attention off": ov_direct(
+            "ov-direct-int8", work, threads, embedrt_config
+        ),
+        REFERENCE: ov_direct("ov-direct-int8", work, threads),
         "embedrt Encoder, batch_invariant=False": lambda batch, size: fused.encode(batch, batch_size=size),
     }
-    throughput: dict[str, list[float]] = {name: [] for name in rows}
-    batch1: dict[str, list[float]] = {name: [] for name in rows}
-    invariance = {}
-    for name, run in rows.items():  # warm-up (every input shape once), and batch invariance
-        batched = np.asarray(run(texts, args.batch_size))
-        alone = np.stack([np.asarray(run([text], 1))[0] for text in texts])
-        cos = cosine_rows(alone, batched)
-        invariance[name] = {
-            "min_cos": float(cos.min()),
-            "below_0.99999": int((cos < 0.99999).sum()),
-            "bit_identical": int((alone == batched).all(axis=1).sum()),
-        }
+
+
+def alone_vs_batched(run: Encode, texts: list[str], batch_size: int) -> dict:
+    """Every text alone against the same text in the batched pass (also the warm-up of every input shape)."""
+    batched = np.asarray(run(texts, batch_size))
+    alone = np.stack([np.asarray(run([text], 1))[0] for text in texts])
+    cos = cosine_rows(alone, batched)
+    return {
+        "min_cos": float(cos.min()),
+        "below_0.99999": int((cos < 0.99999).sum()),
+        "bit_identical": int((alone == batched).all(axis=1).sum()),
+    }
+
+
+def measure(found: dict[str, Encode], texts: list[str], args: argparse.Namespace) -> tuple[dict, dict]:
+    """Full passes alternated row by row, then batch-1 interleaved text by text, ``--rounds`` times."""
+    throughput: dict[str, list[float]] = {name: [] for name in found}
+    batch1: dict[str, list[float]] = {name: [] for name in found}
     for attempt in range(args.rounds):
-        order = list(rows.items()) if attempt % 2 == 0 else list(rows.items())[::-1]
+        order = alternate(list(found.items()), attempt)
         for name, run in order:
             start = time.perf_counter()
             run(texts, args.batch_size)
             throughput[name].append(len(texts) / (time.perf_counter() - start))
-        for text in texts[:200]:
-            for name, run in order:
-                start = time.perf_counter()
-                run([text], 1)
-                batch1[name].append((time.perf_counter() - start) * 1e3)
+        interleaved_batch1(order, texts[:BATCH1_TEXTS], batch1)
+    return throughput, batch1
 
-    reference = "OpenVINO directly, NNCF default IR, OpenVINO defaults"
-    summary = {
-        name: {
-            "sentences_per_s_median": float(np.median(throughput[name])),
-            "batch1_ms": {f"p{q}": percentile(sorted(batch1[name]), q) for q in (50, 95, 99)},
-            "alone_vs_batched": invariance[name],
-        }
-        for name in rows
-    }
+
+def markdown(summary: dict, args: argparse.Namespace, described: str, count: int) -> str:
     machine = machine_facts()
     lines = [
         f"# embedrt's OpenVINO path against OpenVINO used directly, one process ({args.rounds} alternated rounds)",
         "",
         f"Machine: {machine['cpu']} ({machine['isa']}), {args.threads} threads. Workload: {described}, "
-        f"batch {args.batch_size}; batch-1: 200 texts x {args.rounds}, interleaved text by text. Alone vs "
-        f"batched: each of the {len(texts)} texts encoded alone against the same text in the batch-{args.batch_size} "
-        "pass (length-sorted batches).",
+        f"batch {args.batch_size}; batch-1: {min(BATCH1_TEXTS, count)} texts x {args.rounds}, interleaved text by "
+        f"text. Alone vs batched: each of the {count} texts encoded alone against the same text in the "
+        f"batch-{args.batch_size} pass (length-sorted batches).",
         "",
         "| row | sentences/s (median) | x reference | batch-1 p50 ms | p95 ms | p99 ms | p50 x reference "
         "| alone vs batched: bit-identical | below cos 0.99999 | min cos |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    base = summary[REFERENCE]
     for name, row in summary.items():
-        speed = row["sentences_per_s_median"] / summary[reference]["sentences_per_s_median"]
-        p50 = row["batch1_ms"]["p50"] / summary[reference]["batch1_ms"]["p50"]
-        ms = row["batch1_ms"]
+        speed = row["sentences_per_s_median"] / base["sentences_per_s_median"]
+        ms, same = row["batch1_ms"], row["alone_vs_batched"]
         lines.append(
             f"| {name} | {row['sentences_per_s_median']:.0f} | {speed:.3f} | {ms['p50']:.2f} | {ms['p95']:.2f} "
-            f"| {ms['p99']:.2f} | {p50:.3f} | {row['alone_vs_batched']['bit_identical']} "
-            f"| {row['alone_vs_batched']['below_0.99999']} | {row['alone_vs_batched']['min_cos']:.7f} |"
+            f"| {ms['p99']:.2f} | {ms['p50'] / base['batch1_ms']['p50']:.3f} | {same['bit_identical']} "
+            f"| {same['below_0.99999']} | {same['min_cos']:.7f} |"
         )
-    lines.append(f"\nReference: {reference}.")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ov_overhead.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    record = {"machine": machine, "summary": summary, "throughput": throughput, "batch1_ms": batch1}
-    (RESULTS / "ov_overhead.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
-    print("\n".join(lines))
+    lines.append(f"\nReference: {REFERENCE}.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=None, help="artefact cache (default: benchmarks/.cache)")
+    parser.add_argument("--data", type=Path, default=workload.sts_file())
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=report.RESULTS, help="results folder")
+    report.add_quick(parser)
+    args = parser.parse_args()
+    report.quick(args, rounds=1, limit=48)
+    standin = artifacts.Standin(artifacts.work_dir("dmetasoul", args.work))
+    standin.ensure_ov_direct_int8()
+    found = workload.sentences(args.data, getattr(args, "limit", 1000))
+    texts = found.texts
+    timed = rows(standin.work, args.threads)
+    invariance = {name: alone_vs_batched(run, texts, args.batch_size) for name, run in timed.items()}
+    throughput, batch1 = measure(timed, texts, args)
+    summary = {
+        name: {
+            "sentences_per_s_median": float(np.median(throughput[name])),
+            "batch1_ms": percentiles_ms(batch1[name]),
+            "alone_vs_batched": invariance[name],
+        }
+        for name in timed
+    }
+    text = markdown(summary, args, found.source, len(texts))
+    record = {"machine": machine_facts(), "summary": summary, "throughput": throughput, "batch1_ms": batch1}
+    report.write(report.results_dir(args), "ov_overhead", record, text)
+    print(text)
 
 
 if __name__ == "__main__":

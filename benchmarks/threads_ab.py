@@ -3,6 +3,9 @@ sessions fed by two Python threads (ONNX Runtime releases the GIL). Times the en
 tokenization), alternating the modes in fresh processes, best of ``--rounds`` passes each.
 
     python benchmarks/threads_ab.py BUNDLE [--precision int8] [--texts 512] [--repeats 2]
+    python benchmarks/threads_ab.py BUNDLE --quick     # smoke run: 64 texts, one pass, one repeat
+
+Prints a table (no results file) and the stamp of what it ran on.
 """
 
 from __future__ import annotations
@@ -13,16 +16,17 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from harness import report, workload
+
 MODES = ("one-2-thread-session", "one-2-thread-session-no-spin", "two-1-thread-sessions")
 
 
 def measure(bundle: str, precision: str, mode: str, texts: int, rounds: int) -> float:
     from embedrt import Encoder
     from embedrt.runtime.backends.ort import OrtBackend, OrtSettings
-    from embedrt.tools.bench import builtin_workload
 
     encoder = Encoder.load(bundle, precision=precision, threads=1)
-    batches = encoder.batches(encoder.tokenize(builtin_workload(texts)), 32)
+    batches = encoder.batches(encoder.tokenize(workload.builtin_sentences(texts)), 32)
     path = encoder.bundle.variant_path(precision)
     if mode == "two-1-thread-sessions":
         backends = [OrtBackend(path, "cpu", OrtSettings(threads=1)) for _ in range(2)]
@@ -52,7 +56,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)  # one measurement, in a child
+    report.add_quick(parser)
     args = parser.parse_args()
+    report.quick(args, texts=64, rounds=1, repeats=1)
     if args.mode:
         print(measure(args.bundle, args.precision, args.mode, args.texts, args.rounds))
         return 0
@@ -65,6 +71,7 @@ def main() -> int:
             best[mode] = max(best[mode], float(done.stdout.strip().splitlines()[-1]))
     for mode, rate in best.items():
         print(f"{mode:30s} {rate:8.1f} sentences/s (engine only, {args.precision})")
+    print(report.stamp_line(report.stamp()))
     return 0
 
 
