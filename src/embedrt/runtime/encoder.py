@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,11 +15,13 @@ from embedrt.bundle import Bundle, Manifest
 from embedrt.errors import EmbedrtWarning, InputError, InputTypeError
 from embedrt.runtime.backends.base import Backend
 from embedrt.runtime.backends.select import Choice, choose, open_backend
-from embedrt.runtime.batching import pad_batch, plan_batches
+from embedrt.runtime.batching import LengthBuckets, pad_batch, plan_batches
 from embedrt.runtime.cache import EmbeddingCache
 from embedrt.runtime.outputs import finish, output_options
 from embedrt.runtime.pooling import l2_normalize, pool
 from embedrt.runtime.similarity import similarity
+from embedrt.runtime.streams import StreamPool, default_streams, split_threads
+from embedrt.runtime.threads import default_threads
 from embedrt.runtime.tokenizer import TextTokenizer
 
 
@@ -54,6 +56,7 @@ class Encoder:
         backend: Backend,
         tokenizer: TextTokenizer,
         cache: EmbeddingCache | None = None,
+        buckets: LengthBuckets | None = None,
     ) -> None:
         self.bundle = bundle
         self.manifest: Manifest = bundle.manifest
@@ -67,6 +70,12 @@ class Encoder:
         self.cache = cache
         #: The device it was loaded for (``Encoder.load(device=...)``).
         self.device = "cpu"
+        #: Padded widths by a text's own length (``Encoder.load(buckets=True)``); ``None``: pad to the batch.
+        self.buckets = buckets
+        #: Engine instances that run batches side by side when a call has several (``Encoder.load(streams=N)``).
+        self.streams = 1
+        self._open_streams: Callable[[], StreamPool] | None = None
+        self._stream_pool: StreamPool | None = None
 
     @classmethod
     def load(
@@ -80,6 +89,9 @@ class Encoder:
         engine: str = "auto",
         spin: bool = True,
         batch_invariant: bool = True,
+        buckets: bool = False,
+        warmup: bool | None = None,
+        streams: int | None = None,
     ) -> Encoder:
         """Open a bundle and start its engine.
 
@@ -98,22 +110,59 @@ class Encoder:
         attention unfused. ``False`` is the explicit way to ask for faster batch-dependent kernels: OpenVINO's
         fused attention, about 7% faster for one text (Zen 4), whose vectors then move by up to ~3e-4 cosine
         with the padded width of their batch, and an old bundle's dynamic int8 (docs/openvino.md).
+        ``buckets``: pad each text to a width set by its own length (:class:`~embedrt.runtime.batching.LengthBuckets`)
+        and batch only texts of one width together; a kernel then sees the same width for a text alone or in any
+        batch, so OpenVINO int8 keeps its fused attention and stays batch-invariant. ``warmup`` runs every bucket
+        width once at load so first requests do not pay for new shapes (default: on with ``buckets``).
+        ``streams``: engine instances that run the batches of one ``encode`` call side by side, the threads
+        shared between them (:mod:`embedrt.runtime.streams`); ``None`` picks from the threads (one a core up to
+        8 cores); 1 turns it off. A call with one batch (one text) runs on the single-stream engine with every
+        thread; the stream engines start on the first call with several batches, and a text's vector is the
+        same on either.
         """
         if threads is not None and threads < 1:
             raise InputError(f"threads must be >= 1, got {threads}")
         if cache_size < 0:
             raise InputError(f"cache_size must be >= 0 (0 turns the cache off), got {cache_size}")
+        if streams is not None and streams < 1:
+            raise InputError(f"streams must be >= 1 (1 turns streams off), got {streams}")
         opened = Bundle.open(bundle)
         choice = choose(opened, precision, engine, device, batch_invariant)
         manifest = opened.manifest
         tokenizer = TextTokenizer(opened.tokenizer_path, manifest.max_seq_length, manifest.do_lower_case)
-        backend = open_backend(
-            opened, choice, device, threads, verify=verify, spin=spin, batch_invariant=batch_invariant
-        )
+        # Same width alone or in a batch: attention needs no unfusing to be batch-invariant (see LengthBuckets).
+        unfused = batch_invariant and not buckets
+        backend = open_backend(opened, choice, device, threads, verify=verify, spin=spin, batch_invariant=unfused)
         cache = EmbeddingCache(cache_size, manifest.dim, manifest.max_seq_length) if cache_size else None
-        encoder = cls(opened, choice, backend, tokenizer, cache)
+        policy = LengthBuckets(max_length=manifest.max_seq_length) if buckets else None
+        encoder = cls(opened, choice, backend, tokenizer, cache, policy)
         encoder.device = device
+        total = threads or default_threads()
+        encoder.streams = 1 if device != "cpu" else streams or default_streams(total)
+        if encoder.streams > 1:
+
+            def open_streams() -> StreamPool:
+                count = encoder.streams
+                if choice.engine == "openvino":  # one compiled model, its streams share the weights
+                    shared = open_backend(opened, choice, device, total, False, spin, unfused, streams=count)
+                    return StreamPool([shared] * count)
+                shares = split_threads(total, count)
+                return StreamPool([open_backend(opened, choice, device, n, False, spin, unfused) for n in shares])
+
+            encoder._open_streams = open_streams
+        if buckets if warmup is None else warmup:
+            encoder.warm_up()
         return encoder
+
+    def warm_up(self) -> None:
+        """Run one text of every width this encoder pads to (its buckets, else lengths 1, 2, 4, ...), so the
+        engine has met each shape before the first request (OpenVINO prepares a plan per new shape)."""
+        widths = self.buckets.widths() if self.buckets is not None else [2**k for k in range(10)]
+        names = self.backend.input_names
+        for width in (w for w in widths if w <= self.max_seq_length):
+            ones = np.ones((1, width), dtype=np.int64)
+            feed = {"input_ids": ones, "attention_mask": ones, "token_type_ids": np.zeros_like(ones)}
+            self.backend.run({name: feed[name] for name in names})
 
     @property
     def dim(self) -> int:
@@ -132,16 +181,36 @@ class Encoder:
     ) -> list[EncodedBatch]:
         """Length-sorted padded batches; each remembers the positions of its rows."""
         lengths = [len(encoding.ids) for encoding in encodings]
-        return self.pack(encodings, plan_batches(lengths, batch_size, max_batch_tokens))
+        return self.pack(encodings, plan_batches(lengths, batch_size, max_batch_tokens, self.buckets))
 
     def pack(self, encodings: Sequence[Encoding], plan: Sequence[np.ndarray]) -> list[EncodedBatch]:
-        """Padded engine inputs for each group of positions in ``plan`` (from a planner in :mod:`.batching`)."""
+        """Padded engine inputs for each group of positions in ``plan`` (from a planner in :mod:`.batching`,
+        given :attr:`buckets`): to the group's longest text, or with buckets to that text's bucket width."""
         with_types = "token_type_ids" in self.backend.input_names
-        return [EncodedBatch(positions, pad_batch([encodings[i] for i in positions], with_types)) for positions in plan]
+        batches = []
+        for positions in plan:
+            rows = [encodings[i] for i in positions]
+            width = None
+            if self.buckets is not None:
+                width = self.buckets.width(max(len(encoding.ids) for encoding in rows))
+            batches.append(EncodedBatch(positions, pad_batch(rows, with_types, width)))
+        return batches
 
     def run_batch(self, batch: EncodedBatch, normalize: bool | None = None) -> np.ndarray:
         """Sentence embeddings ``(rows, dim)`` for one batch, in the batch's row order."""
-        hidden = self.backend.run(batch.inputs)
+        return self._vectors(self.backend, batch, normalize)
+
+    def run_batches(self, batches: Sequence[EncodedBatch], normalize: bool | None = None) -> Iterator[np.ndarray]:
+        """:meth:`run_batch` for each batch, in order: on the streams when there are several batches and
+        :attr:`streams` > 1 (the stream engines start on first use), else one after another."""
+        if len(batches) < 2 or self._open_streams is None:
+            return (self.run_batch(batch, normalize) for batch in batches)
+        if self._stream_pool is None:
+            self._stream_pool = self._open_streams()
+        return self._stream_pool.map(lambda backend, batch: self._vectors(backend, batch, normalize), batches)
+
+    def _vectors(self, backend: Backend, batch: EncodedBatch, normalize: bool | None) -> np.ndarray:
+        hidden = backend.run(batch.inputs)
         embeddings = pool(hidden, batch.inputs["attention_mask"], self.manifest.pooling)
         if self.manifest.normalize if normalize is None else normalize:
             embeddings = l2_normalize(embeddings)
@@ -230,9 +299,9 @@ class Encoder:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(todo), desc="Embedding", unit="text")
-        for batch in self.batches([encodings[i] for i in todo], batch_size, max_batch_tokens):
+        batches = self.batches([encodings[i] for i in todo], batch_size, max_batch_tokens)
+        for batch, vectors in zip(batches, self.run_batches(batches, normalized), strict=True):
             rows = [todo[position] for position in batch.positions]
-            vectors = self.run_batch(batch, normalized)
             output[rows] = vectors
             if self.cache is not None:
                 self.cache.put_many([keys[row] for row in rows], vectors)
