@@ -9,7 +9,11 @@ order. The rows take the difference apart:
 2. the hand-written loop of ``engines.py`` on embedrt's IR with embedrt's settings (1 vs 2: the runtime);
 3. the same loop on NNCF's default IR of the same graph, same settings (2 vs 3: the quantization recipe);
 4. that loop with OpenVINO's defaults, the reference (3 vs 4: fused attention off, for batch invariance);
-5. embedrt's ``Encoder`` with ``batch_invariant=False`` (OpenVINO's fused attention, as the reference).
+5. embedrt's ``Encoder`` with ``batch_invariant=False`` (OpenVINO's fused attention, as the reference);
+6. embedrt's ``Encoder`` with ``buckets=True``: fused attention, kept batch-invariant by length buckets.
+
+embedrt's rows run with ``streams=1``, as the loops do: this script measures the runtime's own cost
+(``threads_ab.py --cores`` measures streams).
 
 Each row's vectors of every text alone are also compared with the same texts encoded in batches of 32.
 
@@ -51,10 +55,10 @@ def main() -> None:
     embedrt_config = OpenVinoSettings(threads=args.threads, batch_invariant=True).compile_config()
     OV_DIRECT["ov-direct-embedrt-ir"] = ("bundle/openvino/model_int8.xml", "f32", embedrt_config)
     OV_DIRECT["ov-direct-int8-unfused"] = (OV_DIRECT["ov-direct-int8"][0], "f32", embedrt_config)
-    encoder = Encoder.load(args.work / "bundle", precision="int8", engine="openvino", threads=args.threads)
-    fused = Encoder.load(
-        args.work / "bundle", precision="int8", engine="openvino", threads=args.threads, batch_invariant=False
-    )
+    options = {"precision": "int8", "engine": "openvino", "threads": args.threads, "streams": 1}
+    encoder = Encoder.load(args.work / "bundle", **options)
+    fused = Encoder.load(args.work / "bundle", batch_invariant=False, **options)
+    bucketed = Encoder.load(args.work / "bundle", buckets=True, **options)
     rows: dict[str, Callable[[list[str], int], object]] = {
         "embedrt Encoder, OpenVINO int8": lambda batch, size: encoder.encode(batch, batch_size=size),
         "OpenVINO directly, embedrt's IR and settings": _ov_direct("ov-direct-embedrt-ir", args.work, args.threads),
@@ -63,6 +67,9 @@ def main() -> None:
         ),
         "OpenVINO directly, NNCF default IR, OpenVINO defaults": _ov_direct("ov-direct-int8", args.work, args.threads),
         "embedrt Encoder, batch_invariant=False": lambda batch, size: fused.encode(batch, batch_size=size),
+        "embedrt Encoder, length buckets (fused attention)": lambda batch, size: bucketed.encode(
+            batch, batch_size=size
+        ),
     }
     throughput: dict[str, list[float]] = {name: [] for name in rows}
     batch1: dict[str, list[float]] = {name: [] for name in rows}

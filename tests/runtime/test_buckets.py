@@ -137,3 +137,32 @@ def test_warm_up_runs_every_bucket_width(minilm_ov_bundle, monkeypatch):
     encoder.warm_up()
     assert seen == encoder.buckets.widths()
     assert max(seen) == encoder.max_seq_length
+
+
+def test_the_server_batcher_with_buckets_returns_what_encode_returns(bucketed):
+    """Concurrent requests merged by the server's batcher: each vector bit-identical to offline ``encode``."""
+    import asyncio
+
+    from embedrt.server.batcher import DynamicBatcher
+
+    requests = [TEXTS[i : i + 1 + i % 5] for i in range(0, 40, 3)]
+
+    async def serve():
+        batcher = DynamicBatcher(bucketed, max_batch_tokens=512, max_wait_s=0.1)
+        await batcher.start()
+        try:
+            encoded = [await batcher.tokenize(texts) for texts in requests]
+            normalize = bucketed.manifest.normalize
+            return await asyncio.gather(*(batcher.embed(encodings, normalize) for encodings in encoded))
+        finally:
+            await batcher.stop()
+
+    for texts, served in zip(requests, asyncio.run(serve()), strict=True):
+        assert np.array_equal(served, bucketed.encode(texts))
+
+
+def test_serve_has_a_length_buckets_switch():
+    from embedrt.server.settings import ServerSettings
+
+    assert ServerSettings(bundle="b").length_buckets is False
+    assert ServerSettings(bundle="b", length_buckets=True).public()["length_buckets"] is True
