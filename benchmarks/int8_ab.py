@@ -112,7 +112,7 @@ def main() -> None:
     auto = Encoder.load(bundle, threads=threads)
     encoders[f"Encoder.load(bundle) default: {auto.variant}"] = auto
     encoders[f"Encoder.load(bundle, buckets=True): {auto.variant}"] = Encoder.load(
-        bundle, threads=threads, buckets=True
+        bundle, threads=threads, buckets=True, streams=1
     )
     rows: dict[str, Callable[[list[str], int], object]] = {
         name: (lambda batch, size, e=encoder: e.encode(batch, batch_size=size)) for name, encoder in encoders.items()
