@@ -108,7 +108,8 @@ def main() -> None:
     lines = [
         f"# embedrt's OpenVINO path against OpenVINO used directly, one process ({args.rounds} alternated rounds)",
         "",
-        f"Machine: {machine['cpu']} ({machine['isa']}), {args.threads} threads. Workload: {described}, "
+        f"Machine: {machine['cpu']} ({machine['isa']}), {args.threads} threads, load average "
+        f"{Path('/proc/loadavg').read_text().split()[:3]} at the end. Workload: {described}, "
         f"batch {args.batch_size}; batch-1: 200 texts x {args.rounds}, interleaved text by text. Alone vs "
         f"batched: each of the {len(texts)} texts encoded alone against the same text in the batch-{args.batch_size} "
         "pass (length-sorted batches).",
