@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -76,6 +77,7 @@ class Encoder:
         self.streams = 1
         self._open_streams: Callable[[], StreamPool] | None = None
         self._stream_pool: StreamPool | None = None
+        self._streams_lock = threading.Lock()
 
     @classmethod
     def load(
@@ -206,8 +208,9 @@ class Encoder:
         :attr:`streams` > 1 (the stream engines start on first use), else one after another."""
         if len(batches) < 2 or self._open_streams is None:
             return (self.run_batch(batch, normalize) for batch in batches)
-        if self._stream_pool is None:
-            self._stream_pool = self._open_streams()
+        with self._streams_lock:  # two threads calling encode at once open one pool
+            if self._stream_pool is None:
+                self._stream_pool = self._open_streams()
         return self._stream_pool.map(lambda backend, batch: self._vectors(backend, batch, normalize), batches)
 
     def _vectors(self, backend: Backend, batch: EncodedBatch, normalize: bool | None) -> np.ndarray:
