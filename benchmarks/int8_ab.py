@@ -8,7 +8,10 @@ Chinese STS-B sentences, rows alternate in every round, batch-1 calls interleave
    ``batch_invariant=False``, the only way the runtime still opens it);
 3. what ``Encoder.load(bundle)`` picks on a bundle exported with no flags where OpenVINO is installed
    (OpenVINO static int8, attention unfused);
-4. OpenVINO used directly on NNCF's default int8 IR with OpenVINO's defaults (``compare_cpu.py``'s peer).
+4. OpenVINO used directly on NNCF's default int8 IR with OpenVINO's defaults (``compare_cpu.py``'s peer);
+5. row 3 with ``buckets=True``: length buckets, OpenVINO's fused attention kept (``runtime/batching.py``).
+
+Throughput feeds one batch a call, so no row runs streams (row 5 is pinned to one: its buckets split a batch).
 
 For each row, also the lowest cosine between a text embedded alone and the same text inside random
 batches of random size (1-32), padded to random extra widths. Writes ``results/int8_ab.{md,json}``
@@ -39,16 +42,21 @@ DIRECT = "OpenVINO directly, NNCF default int8 IR, OpenVINO defaults"
 
 
 def worst_alone_vs_batch(encoder: Encoder, texts: list[str], trials: int, seed: int = 0) -> dict:
-    """Lowest cosine of a text alone vs inside a random batch (1-32 rows) padded 0-32 columns wider."""
+    """Lowest cosine of a text alone vs inside a random batch (1-32 rows) padded 0-32 columns wider.
+
+    With length buckets a text's width is its bucket's by contract: the batch is ``encode``'s, unwidened."""
     rng = np.random.default_rng(seed)
     encodings = encoder.tokenize(texts)
     worst, identical = 1.0, 0
     for _ in range(trials):
         rows = rng.choice(len(texts), size=min(len(texts), int(rng.integers(1, 33))), replace=False)
-        (batch,) = encoder.pack([encodings[row] for row in rows], [np.arange(len(rows))])
-        extra = int(rng.integers(0, 33))
-        wide = {name: np.pad(value, ((0, 0), (0, extra))) for name, value in batch.inputs.items()}
-        together = encoder.run_batch(EncodedBatch(batch.positions, wide))
+        if encoder.buckets is not None:  # a text's width is its bucket's by contract: encode's batch, unwidened
+            together = encoder.encode([texts[row] for row in rows], batch_size=32)
+        else:
+            (batch,) = encoder.pack([encodings[row] for row in rows], [np.arange(len(rows))])
+            extra = int(rng.integers(0, 33))
+            wide = {name: np.pad(value, ((0, 0), (0, extra))) for name, value in batch.inputs.items()}
+            together = encoder.run_batch(EncodedBatch(batch.positions, wide))
         alone = encoder.encode([texts[row] for row in rows], batch_size=1)
         worst = min(worst, float(cosine_rows(alone, together).min()))
         identical += int((alone == together).all(axis=1).sum())
@@ -63,6 +71,9 @@ def encoders(standin: artifacts.Standin, threads: int) -> dict[str, Encoder]:
     }
     auto = Encoder.load(standin.bundle, threads=threads)
     found[f"Encoder.load(bundle) default: {auto.variant}"] = auto
+    found[f"Encoder.load(bundle, buckets=True): {auto.variant}"] = Encoder.load(
+        standin.bundle, threads=threads, buckets=True, streams=1
+    )
     return found
 
 

@@ -9,7 +9,11 @@ order. The rows take the difference apart:
 2. the hand-written loop of ``harness.peers.ov_direct`` on embedrt's IR with embedrt's settings (1 vs 2: the runtime);
 3. the same loop on NNCF's default IR of the same graph, same settings (2 vs 3: the quantization recipe);
 4. that loop with OpenVINO's defaults, the reference (3 vs 4: fused attention off, for batch invariance);
-5. embedrt's ``Encoder`` with ``batch_invariant=False`` (OpenVINO's fused attention, as the reference).
+5. embedrt's ``Encoder`` with ``batch_invariant=False`` (OpenVINO's fused attention, as the reference);
+6. embedrt's ``Encoder`` with ``buckets=True``: fused attention, kept batch-invariant by length buckets.
+
+embedrt's rows run with ``streams=1``, as the loops do: this script measures the runtime's own cost
+(``threads_ab.py --cores`` measures streams).
 
 Each row's vectors of every text alone are also compared with the same texts encoded in batches of 32.
 
@@ -38,11 +42,13 @@ BATCH1_TEXTS = 200
 
 
 def rows(work: Path, threads: int) -> dict[str, Encode]:
-    """The five rows; rows 2 and 3 compile with exactly what embedrt's backend passes for its int8 variant."""
+    """The six rows; rows 2 and 3 compile with exactly what embedrt's backend passes for its int8 variant."""
     embedrt_config = OpenVinoSettings(threads=threads, batch_invariant=True).compile_config()
     bundle = work / "bundle"
-    encoder = Encoder.load(bundle, precision="int8", engine="openvino", threads=threads)
-    fused = Encoder.load(bundle, precision="int8", engine="openvino", threads=threads, batch_invariant=False)
+    options = {"precision": "int8", "engine": "openvino", "threads": threads, "streams": 1}
+    encoder = Encoder.load(bundle, **options)
+    fused = Encoder.load(bundle, batch_invariant=False, **options)
+    bucketed = Encoder.load(bundle, buckets=True, **options)
     tokenizer = bundle / "tokenizer.json"
     return {
         "embedrt Encoder, OpenVINO int8": lambda batch, size: encoder.encode(batch, batch_size=size),
@@ -54,6 +60,9 @@ def rows(work: Path, threads: int) -> dict[str, Encode]:
         ),
         REFERENCE: ov_direct("ov-direct-int8", work, threads),
         "embedrt Encoder, batch_invariant=False": lambda batch, size: fused.encode(batch, batch_size=size),
+        "embedrt Encoder, length buckets (fused attention)": lambda batch, size: bucketed.encode(
+            batch, batch_size=size
+        ),
     }
 
 

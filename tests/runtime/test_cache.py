@@ -24,7 +24,7 @@ class CountingBackend:
 
 @pytest.fixture
 def cached(tiny_bundle):
-    encoder = Encoder.load(tiny_bundle, precision="fp32", cache_size=100)
+    encoder = Encoder.load(tiny_bundle, precision="fp32", cache_size=100, streams=1)  # one backend to count
     encoder.backend = CountingBackend(encoder.backend)
     return encoder
 

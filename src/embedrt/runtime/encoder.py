@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import warnings
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -16,7 +17,7 @@ from embedrt.bundle import Bundle, Manifest
 from embedrt.errors import EmbedrtWarning, InputError, InputTypeError
 from embedrt.runtime.backends.base import Backend, DevicePoolingBackend
 from embedrt.runtime.backends.select import Choice, choose, open_backend
-from embedrt.runtime.batching import pad_batch, plan_batches
+from embedrt.runtime.batching import LengthBuckets, pad_batch, plan_batches
 from embedrt.runtime.cache import EmbeddingCache
 from embedrt.runtime.outputs import finish, output_options
 from embedrt.runtime.overlap import (
@@ -31,6 +32,8 @@ from embedrt.runtime.overlap import (
 )
 from embedrt.runtime.pooling import l2_normalize, pool
 from embedrt.runtime.similarity import similarity
+from embedrt.runtime.streams import StreamPool, default_streams, split_threads
+from embedrt.runtime.threads import default_threads
 from embedrt.runtime.tokenizer import TextTokenizer
 
 
@@ -57,6 +60,7 @@ class EncodedBatch:
 
 #: Padded batches as ``encode`` runs them, produced lazily (on a GPU by a helper thread, stopped by ``close()``).
 Batches = Generator[EncodedBatch, None, None]
+Results = tuple[EncodedBatch, np.ndarray]
 
 
 class Encoder:
@@ -69,6 +73,7 @@ class Encoder:
         backend: Backend,
         tokenizer: TextTokenizer,
         cache: EmbeddingCache | None = None,
+        buckets: LengthBuckets | None = None,
     ) -> None:
         self.bundle = bundle
         self.manifest: Manifest = bundle.manifest
@@ -91,6 +96,13 @@ class Encoder:
         self.default_max_batch_tokens: int | None = None
         #: ``(rows, width, seconds)`` of each shape run at load to warm it (``device="cuda"``).
         self.warmed: list[tuple[int, int, float]] = []
+        #: Padded widths by a text's own length (``Encoder.load(buckets=True)``); ``None``: pad to the batch.
+        self.buckets = buckets
+        #: Engine instances that run batches side by side when a call has several (``Encoder.load(streams=N)``).
+        self.streams = 1
+        self._open_streams: Callable[[], StreamPool] | None = None
+        self._stream_pool: StreamPool | None = None
+        self._streams_lock = threading.Lock()
 
     @classmethod
     def load(
@@ -104,6 +116,9 @@ class Encoder:
         engine: str = "auto",
         spin: bool = True,
         batch_invariant: bool = True,
+        buckets: bool = False,
+        warmup: bool = False,
+        streams: int | None = None,
     ) -> Encoder:
         """Open a bundle and start its engine.
 
@@ -122,23 +137,51 @@ class Encoder:
         attention unfused. ``False`` is the explicit way to ask for faster batch-dependent kernels: OpenVINO's
         fused attention, about 7% faster for one text (Zen 4), whose vectors then move by up to ~3e-4 cosine
         with the padded width of their batch, and an old bundle's dynamic int8 (docs/openvino.md).
+        ``buckets``: pad each text to a width set by its own length (:class:`~embedrt.runtime.batching.LengthBuckets`)
+        and batch only texts of one width together; a kernel then sees the same width for a text alone or in any
+        batch, so OpenVINO int8 keeps its fused attention and stays batch-invariant (off by default: a mix of
+        lengths then splits into more, smaller runs). ``warmup`` runs every width once at load, so a first request
+        does not pay for a new shape (OpenVINO: 7-40 ms once per width, measured; the warm-up takes ~2 s).
+        ``streams``: engine instances that run the batches of one ``encode`` call side by side, the threads
+        shared between them (:mod:`embedrt.runtime.streams`); ``None`` picks from the threads (one a core up to
+        8 cores); 1 turns it off. A call with one batch (one text) runs on the single-stream engine with every
+        thread; the stream engines start on the first call with several batches, and a text's vector is the
+        same on either.
         """
         if threads is not None and threads < 1:
             raise InputError(f"threads must be >= 1, got {threads}")
         if cache_size < 0:
             raise InputError(f"cache_size must be >= 0 (0 turns the cache off), got {cache_size}")
+        if streams is not None and streams < 1:
+            raise InputError(f"streams must be >= 1 (1 turns streams off), got {streams}")
         opened = Bundle.open(bundle)
         choice = choose(opened, precision, engine, device, batch_invariant)
         manifest = opened.manifest
         tokenizer = TextTokenizer(opened.tokenizer_path, manifest.max_seq_length, manifest.do_lower_case)
-        backend = open_backend(
-            opened, choice, device, threads, verify=verify, spin=spin, batch_invariant=batch_invariant
-        )
+        # Same width alone or in a batch: attention needs no unfusing to be batch-invariant (see LengthBuckets).
+        unfused = batch_invariant and not buckets
+        backend = open_backend(opened, choice, device, threads, verify=verify, spin=spin, batch_invariant=unfused)
         cache = EmbeddingCache(cache_size, manifest.dim, manifest.max_seq_length) if cache_size else None
-        encoder = cls(opened, choice, backend, tokenizer, cache)
+        policy = LengthBuckets(max_length=manifest.max_seq_length) if buckets else None
+        encoder = cls(opened, choice, backend, tokenizer, cache, policy)
         encoder.device = device
+        total = threads or default_threads()
+        encoder.streams = 1 if device != "cpu" else streams or default_streams(total)
+        if encoder.streams > 1:
+
+            def open_streams() -> StreamPool:
+                count = encoder.streams
+                if choice.engine == "openvino":  # one compiled model, its streams share the weights
+                    shared = open_backend(opened, choice, device, total, False, spin, unfused, streams=count)
+                    return StreamPool([shared] * count)
+                shares = split_threads(total, count)
+                return StreamPool([open_backend(opened, choice, device, n, False, spin, unfused) for n in shares])
+
+            encoder._open_streams = open_streams
         if device != "cpu":
             encoder._prepare_gpu()
+        if warmup:
+            encoder.warm_up()
         return encoder
 
     def _prepare_gpu(self) -> None:
@@ -161,6 +204,16 @@ class Encoder:
         self.warmed.extend(took)
         return took
 
+    def warm_up(self) -> None:
+        """Run one text of every width this encoder pads to (its buckets, else lengths 1, 2, 4, ...), so the
+        engine has met each shape before the first request (OpenVINO prepares a plan per new shape)."""
+        widths = self.buckets.widths() if self.buckets is not None else [2**k for k in range(10)]
+        names = self.backend.input_names
+        for width in (w for w in widths if w <= self.max_seq_length):
+            ones = np.ones((1, width), dtype=np.int64)
+            feed = {"input_ids": ones, "attention_mask": ones, "token_type_ids": np.zeros_like(ones)}
+            self.backend.run({name: feed[name] for name in names})
+
     @property
     def dim(self) -> int:
         return self.manifest.dim
@@ -178,29 +231,45 @@ class Encoder:
     ) -> list[EncodedBatch]:
         """Length-sorted padded batches; each remembers the positions of its rows."""
         lengths = [len(encoding.ids) for encoding in encodings]
-        return self.pack(encodings, plan_batches(lengths, batch_size, max_batch_tokens))
+        return self.pack(encodings, plan_batches(lengths, batch_size, max_batch_tokens, self.buckets))
 
     def pack(self, encodings: Sequence[Encoding], plan: Sequence[np.ndarray]) -> list[EncodedBatch]:
         """Padded engine inputs for each group of positions in ``plan`` (from a planner in :mod:`.batching`)."""
         return [self._pack_one(encodings, positions) for positions in plan]
 
     def _pack_one(self, encodings: Sequence[Encoding], positions: np.ndarray) -> EncodedBatch:
-        """One padded batch; on CUDA its width rounded up to a bucket (:attr:`bucket_widths`)."""
-        inputs = pad_batch([encodings[i] for i in positions], "token_type_ids" in self.backend.input_names)
+        """One padded batch: to its longest text, with :attr:`buckets` to that text's bucket width, and on CUDA
+        rounded up to one of :attr:`bucket_widths`."""
+        rows = [encodings[i] for i in positions]
+        width = self.buckets.width(max(len(encoding.ids) for encoding in rows)) if self.buckets is not None else None
+        inputs = pad_batch(rows, "token_type_ids" in self.backend.input_names, width)
         if self.bucket_widths:
             inputs = widen(inputs, bucket_width(inputs["input_ids"].shape[1], self.bucket_widths))
         return EncodedBatch(positions, inputs)
 
-    def _run_inputs(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    def _run_inputs(self, inputs: dict[str, np.ndarray], backend: Backend | None = None) -> np.ndarray:
         """Sentence embeddings, not normalized: pooled by the graph on the device when it can, else in NumPy."""
-        backend = self.backend
+        backend = backend or self.backend
         if getattr(backend, "pools_on_device", False):  # a DevicePoolingBackend (GPU variants with mean pooling)
             return cast(DevicePoolingBackend, backend).run_pooled(inputs)
         return pool(backend.run(inputs), inputs["attention_mask"], self.manifest.pooling)
 
     def run_batch(self, batch: EncodedBatch, normalize: bool | None = None) -> np.ndarray:
         """Sentence embeddings ``(rows, dim)`` for one batch, in the batch's row order."""
-        embeddings = self._run_inputs(batch.inputs)
+        return self._vectors(self.backend, batch, normalize)
+
+    def run_batches(self, batches: Sequence[EncodedBatch], normalize: bool | None = None) -> Iterator[np.ndarray]:
+        """:meth:`run_batch` for each batch, in order: on the streams when there are several batches and
+        :attr:`streams` > 1 (the stream engines start on first use), else one after another."""
+        if len(batches) < 2 or self._open_streams is None:
+            return (self.run_batch(batch, normalize) for batch in batches)
+        with self._streams_lock:  # two threads calling encode at once open one pool
+            if self._stream_pool is None:
+                self._stream_pool = self._open_streams()
+        return self._stream_pool.map(lambda backend, batch: self._vectors(backend, batch, normalize), batches)
+
+    def _vectors(self, backend: Backend, batch: EncodedBatch, normalize: bool | None) -> np.ndarray:
+        embeddings = self._run_inputs(batch.inputs, backend)
         if self.manifest.normalize if normalize is None else normalize:
             embeddings = l2_normalize(embeddings)
         return embeddings.astype(np.float32, copy=False)
@@ -282,7 +351,7 @@ class Encoder:
         if self.overlap and self.cache is None and len(items) > OVERLAP_CHUNK:
             todo: list[int] = list(range(len(items)))
             keys: list[tuple[bool, bytes]] = []
-            batches: Batches = self._chunked_batches(items, batch_size, max_batch_tokens)
+            batches: Batches | list[EncodedBatch] = self._chunked_batches(items, batch_size, max_batch_tokens)
         else:
             todo, keys, batches = self._planned_batches(items, batch_size, max_batch_tokens, normalized, output)
             if progress is not None and len(todo) < len(items):
@@ -294,10 +363,9 @@ class Encoder:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(todo), desc="Embedding", unit="text")
-        with contextlib.closing(batches) as ordered:  # on an error, the helper thread stops at once
-            for batch in ordered:
+        with contextlib.closing(self._results(batches, normalized)) as results:  # an error stops a helper thread
+            for batch, vectors in results:
                 rows = [todo[position] for position in batch.positions]
-                vectors = self.run_batch(batch, normalized)
                 output[rows] = vectors
                 if self.cache is not None:
                     self.cache.put_many([keys[row] for row in rows], vectors)
@@ -311,7 +379,7 @@ class Encoder:
 
     def _planned_batches(
         self, items: list[str], batch_size: int, max_batch_tokens: int | None, normalized: bool, output: np.ndarray
-    ) -> tuple[list[int], list[tuple[bool, bytes]], Batches]:
+    ) -> tuple[list[int], list[tuple[bool, bytes]], Batches | list[EncodedBatch]]:
         """Rows still to run (cache hits written to ``output``), their cache keys, and their batches, planned over
         the whole input; on a GPU each batch is padded on a helper thread while the device runs the one before."""
         encodings = self.tokenize(items) if items else []
@@ -320,10 +388,20 @@ class Encoder:
         if self.cache is not None and encodings:
             keys, todo = self.cache.fill([encoding.ids for encoding in encodings], normalized, output)
         pending = [encodings[i] for i in todo]
-        plan = plan_batches([len(encoding.ids) for encoding in pending], batch_size, max_batch_tokens)
+        plan = plan_batches([len(encoding.ids) for encoding in pending], batch_size, max_batch_tokens, self.buckets)
         if self.overlap:
             return todo, keys, overlapped(plan, lambda positions: self._pack_one(pending, positions))
-        return todo, keys, (self._pack_one(pending, positions) for positions in plan)
+        return todo, keys, self.pack(pending, plan)
+
+    def _results(self, batches: Batches | list[EncodedBatch], normalized: bool) -> Generator[Results, None, None]:
+        """Each batch with its vectors, in order: batches planned up front run on the streams when there are
+        several; a GPU's overlapped batches run one by one as the helper thread pads them."""
+        if isinstance(batches, list):
+            yield from zip(batches, self.run_batches(batches, normalized), strict=True)
+            return
+        with contextlib.closing(batches) as ordered:  # closing this generator stops the helper thread
+            for batch in ordered:
+                yield batch, self.run_batch(batch, normalized)
 
     def _chunked_batches(self, items: list[str], batch_size: int, max_batch_tokens: int | None) -> Batches:
         """GPU, many texts, no cache: chunks of :data:`OVERLAP_CHUNK` texts, each tokenized, planned and padded on a
@@ -335,7 +413,9 @@ class Encoder:
             except InputError:
                 self.tokenize(items)  # raises the same error, naming the text's index in the whole input
                 raise
-            plan = plan_batches([len(encoding.ids) for encoding in encodings], batch_size, max_batch_tokens)
+            plan = plan_batches(
+                [len(encoding.ids) for encoding in encodings], batch_size, max_batch_tokens, self.buckets
+            )
             return [
                 EncodedBatch(batch.positions + start, batch.inputs)
                 for batch in (self._pack_one(encodings, positions) for positions in plan)

@@ -285,7 +285,9 @@ class DynamicBatcher:
     def _run_cycle(self, rows: list[tuple[_Job, int]], loop: asyncio.AbstractEventLoop) -> None:
         """Run the taken rows as planned engine runs; resolve each request when its last row is done."""
         encodings = [job.encodings[index] for job, index in rows]
-        plan = plan_runs([len(encoding.ids) for encoding in encodings], self.max_batch_tokens)
+        plan = plan_runs(
+            [len(encoding.ids) for encoding in encodings], self.max_batch_tokens, buckets=self.encoder.buckets
+        )
         failed: set[_Job] = set()
         for batch in self.encoder.pack(encodings, plan):
             picked = [rows[position] for position in batch.positions]

@@ -137,6 +137,8 @@ def load_models(settings: ServerSettings) -> tuple[list[Served], int]:
             cache_size=settings.cache_size,
             spin=False,  # idle between requests: spinning threads would burn the CPU the batches need
             batch_invariant=settings.batch_invariant,
+            buckets=settings.length_buckets,
+            streams=1,  # the batcher runs each engine run on its engine thread; --workers adds processes
         )
         served.append(Served(encoder, name or (settings.served_model_name if len(specs) == 1 else None)))
         described = f"{threads} threads" if threads else cpu_budget().describe()

@@ -92,6 +92,10 @@ class ServerSettings:
     split_client_batches: bool = False
     #: A text's vector does not depend on its batch-mates: no batch-dependent variant, OpenVINO int8 unfused.
     batch_invariant: bool = True
+    #: Pad each text to a width set by its own length and run texts of one width together
+    #: (:class:`~embedrt.runtime.batching.LengthBuckets`): OpenVINO int8 then keeps its fused attention, still
+    #: batch-invariant. Off by default: mixed-length cycles split into more, smaller runs (docs/openvino.md).
+    length_buckets: bool = False
     #: Embeddings of texts already seen kept in memory and answered without the engine (0: off).
     #: 10,000 vectors of 768 floats are about 31 MB plus keys, a fraction of the model; FAQ traffic's
     #: hot set of distinct questions is usually a few thousand.
@@ -129,6 +133,7 @@ class ServerSettings:
             "max_batch_requests": self.max_batch_requests,
             "split_client_batches": self.split_client_batches,
             "batch_invariant": self.batch_invariant,
+            "length_buckets": self.length_buckets,
             "request_timeout_ms": self.request_timeout_ms,
             "payload_limit": self.payload_limit,
             "read_timeout_s": self.read_timeout_s,
@@ -194,6 +199,13 @@ OPTIONS: tuple[Option, ...] = (
         boolean,
         "a text's vector independent of its batch-mates (false: OpenVINO's fused attention, faster for one "
         "text, and an old bundle's dynamic int8; vectors then move with the traffic)",
+        "BOOL",
+    ),
+    Option(
+        "length_buckets",
+        boolean,
+        "pad each text to a width set by its own length, runs of one width: OpenVINO int8 keeps its fused attention "
+        "and stays batch-invariant (faster for one text, more runs under mixed traffic)",
         "BOOL",
     ),
     Option("cache_size", whole_number(0), "embeddings of texts already seen kept in memory (0: no cache)"),

@@ -75,6 +75,10 @@ class BenchResult:
     peak_rss_mb: float | None
     #: A text's vector is the same alone and in any batch (the manifest's ``batch_invariant``).
     batch_invariant: bool = True
+    #: Engine instances ``encode`` ran the batches on (``Encoder.load(streams=...)``), and the throughput of the
+    #: same batches run one after another on the single-stream engine (None when streams is 1).
+    streams: int = 1
+    one_stream_sentences_per_s: float | None = None
 
 
 def builtin_workload(size: int = BUILTIN_SIZE) -> list[str]:
@@ -159,6 +163,15 @@ def measure(
         encoder.encode(texts, batch_size=settings.batch_size, max_batch_tokens=settings.max_batch_tokens)
         best = min(best, time.perf_counter() - start)
 
+    one_stream = None
+    if encoder.streams > 1:  # the same batches on the single-stream engine, one after another, for comparison
+        one_stream = float("inf")
+        for _ in range(settings.rounds):
+            start = time.perf_counter()
+            for batch in encoder.batches(encoder.tokenize(list(texts)), settings.batch_size, settings.max_batch_tokens):
+                encoder.run_batch(batch)
+            one_stream = min(one_stream, time.perf_counter() - start)
+
     step = max(1, len(texts) // settings.latency_samples)
     singles = list(texts[::step])[: settings.latency_samples]
     for text in singles[:LATENCY_WARMUP]:
@@ -182,6 +195,8 @@ def measure(
         "latency_p95_ms": percentile(latencies, 95),
         "latency_p99_ms": percentile(latencies, 99),
         "peak_rss_mb": _peak_rss_mb(),
+        "streams": encoder.streams,
+        "one_stream_seconds": one_stream,
     }
 
 
@@ -234,6 +249,10 @@ def bench_choice(
         cold_start_s=report["first_embedding_at"] - started,
         peak_rss_mb=report["peak_rss_mb"],
         batch_invariant=batch_invariant,
+        streams=report.get("streams", 1),
+        one_stream_sentences_per_s=report["sentences"] / report["one_stream_seconds"]
+        if report.get("one_stream_seconds")
+        else None,
     )
 
 
@@ -316,7 +335,7 @@ def table_header() -> str:
     """The header line of :func:`format_table`."""
     return (
         f"{'variant':14s} {'sent/s':>8s} {'tokens/s':>9s} {'GFLOP/s':>8s} {'p50 ms':>7s} {'p95 ms':>7s} "
-        f"{'p99 ms':>7s} {'cold s':>7s} {'RSS MB':>7s}  batch-invariant"
+        f"{'p99 ms':>7s} {'cold s':>7s} {'RSS MB':>7s}  batch-invariant  streams"
     )
 
 
@@ -327,6 +346,8 @@ def table_row(r: BenchResult) -> str:
         f"{r.label:14s} {r.sentences_per_s:8.1f} {r.tokens_per_s:9.0f} {r.gflops_per_s:8.1f} "
         f"{r.latency_p50_ms:7.2f} {r.latency_p95_ms:7.2f} {r.latency_p99_ms:7.2f} {r.cold_start_s:7.2f} {rss}  "
         + ("yes" if r.batch_invariant else "no (vectors move with batch-mates)")
+        + f"  {r.streams}"
+        + (f" (1 stream: {r.one_stream_sentences_per_s:.1f} sent/s)" if r.one_stream_sentences_per_s else "")
     )
 
 

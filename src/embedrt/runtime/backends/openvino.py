@@ -80,13 +80,15 @@ class OpenVinoSettings:
     precision: str = "f32"  # "f32" or "bf16"
     #: Attention unfused, so a row's vector does not depend on how wide its batch is padded (see above).
     batch_invariant: bool = False
+    #: OpenVINO streams sharing the ``threads``, each running one infer request (:mod:`embedrt.runtime.streams`).
+    streams: int = 1
 
     def compile_config(self) -> dict[str, Any]:
         """The CPU plugin's configuration for these settings (``benchmarks/ov_overhead.py`` uses it too)."""
         config: dict[str, Any] = {
             "INFERENCE_NUM_THREADS": self.threads,
-            "NUM_STREAMS": 1,
-            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": self.streams,
+            "PERFORMANCE_HINT": "LATENCY" if self.streams == 1 else "THROUGHPUT",
             "INFERENCE_PRECISION_HINT": self.precision,
         }
         if self.batch_invariant:

@@ -252,8 +252,13 @@ def open_backend(
     verify: bool = True,
     spin: bool = True,
     batch_invariant: bool = True,
+    streams: int = 1,
 ) -> Backend:
-    """Start the engine ``choice`` names for ``bundle`` on ``device``; never a different device."""
+    """Start the engine ``choice`` names for ``bundle`` on ``device``; never a different device.
+
+    ``streams`` > 1: an OpenVINO model compiled with that many streams sharing ``threads`` (one infer request
+    per calling thread); ONNX Runtime ignores it (:mod:`embedrt.runtime.streams` opens a session a stream).
+    """
     if device == "tensorrt":
         from embedrt.runtime.backends.tensorrt import open_tensorrt_backend
 
@@ -271,7 +276,9 @@ def open_backend(
 
         hint = "bf16" if choice.precision == "bf16" else "f32"
         unfused = batch_invariant and choice.precision == "int8"  # fp32 and bf16 do not need it
-        ov_settings = OpenVinoSettings(threads=threads or default_threads(), precision=hint, batch_invariant=unfused)
+        ov_settings = OpenVinoSettings(
+            threads=threads or default_threads(), precision=hint, batch_invariant=unfused, streams=streams
+        )
         return OpenVinoBackend(model_path, ov_settings)
     from embedrt.runtime.backends.ort import OrtBackend, OrtSettings
 

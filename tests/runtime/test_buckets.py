@@ -1,0 +1,163 @@
+"""Length buckets: a text's padded width depends only on its own length, so it is the same alone or in any
+batch, and OpenVINO int8 keeps its fused attention while staying batch-invariant."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from embedrt import Encoder
+from embedrt.export.openvino import builtin_calibration
+from embedrt.export.sentences import PARITY_SENTENCES
+from embedrt.export.validate import cosine_rows
+from embedrt.runtime.batching import LengthBuckets, pad_batch, plan_batches, plan_runs
+from tests.helpers import TEST_TEXTS
+
+TEXTS = [text for text in (*PARITY_SENTENCES, *TEST_TEXTS) if text.strip()]
+lengths = st.lists(st.integers(1, 512), min_size=1, max_size=80)
+
+
+@given(length=st.integers(1, 512), max_length=st.integers(1, 512))
+def test_a_width_holds_its_text_and_wastes_at_most_an_eighth(length, max_length):
+    buckets = LengthBuckets(max_length=max(max_length, length))
+    width = buckets.width(length)
+    assert length <= width <= buckets.max_length
+    assert width - length <= length / 8
+    assert buckets.width(width) == width  # a width is its own bucket
+    assert width in buckets.widths()
+    assert all(buckets.width(shorter) <= width for shorter in range(1, length))  # monotone
+
+
+def test_short_texts_are_never_padded_and_longer_ones_climb_a_ladder():
+    widths = LengthBuckets(max_length=128).widths()
+    assert widths[:32] == list(range(1, 33))
+    assert widths[32:] == [36, 40, 44, 48, 52, 56, 60, 64, 72, 80, 88, 96, 104, 112, 120, 128]
+
+
+@given(lengths=lengths, batch_size=st.integers(1, 40), budget=st.none() | st.integers(1, 4096))
+def test_planned_batches_hold_one_bucket_each(lengths, batch_size, budget):
+    buckets = LengthBuckets()
+    for plan in (
+        plan_batches(lengths, batch_size, budget, buckets),
+        plan_runs(lengths, budget or 2048, buckets=buckets),
+    ):
+        assert sorted(np.concatenate(plan).tolist()) == list(range(len(lengths)))
+        for batch in plan:
+            assert len({buckets.width(lengths[i]) for i in batch}) == 1
+        if plan is not None and budget is not None:
+            for batch in plan:
+                assert len(batch) == 1 or len(batch) * buckets.width(lengths[batch[0]]) <= budget
+
+
+def test_pad_batch_to_a_given_width(minilm_ov_bundle):
+    encoder = Encoder.load(minilm_ov_bundle, precision="int8", engine="openvino", buckets=True, warmup=False)
+    encodings = encoder.tokenize(["短", "a somewhat longer sentence here"])
+    batch = pad_batch(encodings, width=40)
+    assert batch["input_ids"].shape == (2, 40)
+    assert batch["attention_mask"].sum() == sum(len(e.ids) for e in encodings)
+    with pytest.raises(ValueError, match="shorter than"):
+        pad_batch(encodings, width=2)
+
+
+@pytest.fixture(scope="module")
+def bucketed(minilm_ov_bundle) -> Encoder:
+    """OpenVINO int8 with buckets, on real weights: fused attention, as OpenVINO's defaults run it."""
+    encoder = Encoder.load(minilm_ov_bundle, precision="int8", engine="openvino", buckets=True, streams=1)
+    assert "SNIPPETS_MODE" not in encoder.backend.settings.compile_config()
+    return encoder
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.integers(0, len(TEXTS) - 1), min_size=1, max_size=40), batch_size=st.integers(1, 40))
+def test_fused_attention_with_buckets_alone_vs_random_batches(bucketed, rows, batch_size):
+    texts = [TEXTS[row] for row in rows]
+    together = bucketed.encode(texts, batch_size=batch_size)
+    alone = np.stack([bucketed.encode(text) for text in texts])
+    assert np.array_equal(alone, together), f"min cos {cosine_rows(alone, together).min()}"
+
+
+def test_fused_attention_with_buckets_on_640_texts_in_batches_of_32(bucketed):
+    """The texts whose vectors moved with fused attention and batch-wide padding (docs/openvino.md)."""
+    texts = builtin_calibration()
+    order = np.random.default_rng(0).permutation(len(texts))
+    shuffled = [texts[i] for i in order]
+    together = bucketed.encode(shuffled, batch_size=32)
+    alone = np.stack([bucketed.encode(text) for text in shuffled])
+    cos = cosine_rows(alone, together)
+    assert cos.min() >= 0.999999, f"{shuffled[int(cos.argmin())]!r}: alone vs batched cos {cos.min()}"
+    assert int((alone == together).all(axis=1).sum()) == len(texts)
+
+
+def test_one_row_and_32_rows_of_one_width_give_the_same_vector(bucketed):
+    """Batch-size independence of the fused kernel at a fixed width (the property buckets rely on)."""
+    encodings = bucketed.tokenize(builtin_calibration()[:32])
+    width = max(bucketed.buckets.width(len(e.ids)) for e in encodings)
+    names = bucketed.backend.input_names
+    full = {k: v for k, v in pad_batch(encodings, width=width).items() if k in names}
+    together = bucketed.backend.run(full).copy()
+    for row in range(32):
+        one = {name: value[row : row + 1] for name, value in full.items()}
+        assert np.array_equal(bucketed.backend.run(one)[0], together[row])
+
+
+def test_the_server_planner_and_encode_agree(bucketed):
+    """The batcher plans with plan_runs(buckets=...) and packs with the encoder: same vectors as encode."""
+    texts = TEXTS[:40]
+    encodings = bucketed.tokenize(texts)
+    plan = plan_runs([len(e.ids) for e in encodings], 512, buckets=bucketed.buckets)
+    served = np.empty((len(texts), bucketed.dim), dtype=np.float32)
+    for batch in bucketed.pack(encodings, plan):
+        assert batch.inputs["input_ids"].shape[1] == bucketed.buckets.width(
+            int(batch.inputs["attention_mask"].sum(1).max())
+        )
+        served[batch.positions] = bucketed.run_batch(batch)
+    assert np.array_equal(served, bucketed.encode(texts))
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_buckets_on_every_engine_auto_can_pick(tiny_ov_bundle, engine):
+    encoder = Encoder.load(tiny_ov_bundle, engine=engine, buckets=True)
+    together = encoder.encode(TEXTS, batch_size=16)
+    alone = np.stack([encoder.encode(text) for text in TEXTS])
+    assert cosine_rows(alone, together).min() >= 0.999999
+
+
+def test_warm_up_runs_every_bucket_width(minilm_ov_bundle, monkeypatch):
+    encoder = Encoder.load(minilm_ov_bundle, precision="int8", engine="openvino", buckets=True, warmup=False)
+    seen = []
+    real = encoder.backend.run
+    monkeypatch.setattr(encoder.backend, "run", lambda batch: seen.append(batch["input_ids"].shape[1]) or real(batch))
+    encoder.warm_up()
+    assert seen == encoder.buckets.widths()
+    assert max(seen) == encoder.max_seq_length
+
+
+def test_the_server_batcher_with_buckets_returns_what_encode_returns(bucketed):
+    """Concurrent requests merged by the server's batcher: each vector bit-identical to offline ``encode``."""
+    import asyncio
+
+    from embedrt.server.batcher import DynamicBatcher
+
+    requests = [TEXTS[i : i + 1 + i % 5] for i in range(0, 40, 3)]
+
+    async def serve():
+        batcher = DynamicBatcher(bucketed, max_batch_tokens=512, max_wait_s=0.1)
+        await batcher.start()
+        try:
+            encoded = [await batcher.tokenize(texts) for texts in requests]
+            normalize = bucketed.manifest.normalize
+            return await asyncio.gather(*(batcher.embed(encodings, normalize) for encodings in encoded))
+        finally:
+            await batcher.stop()
+
+    for texts, served in zip(requests, asyncio.run(serve()), strict=True):
+        assert np.array_equal(served, bucketed.encode(texts))
+
+
+def test_serve_has_a_length_buckets_switch():
+    from embedrt.server.settings import ServerSettings
+
+    assert ServerSettings(bundle="b").length_buckets is False
+    assert ServerSettings(bundle="b", length_buckets=True).public()["length_buckets"] is True
