@@ -82,10 +82,8 @@ FFN_DOWN_FP32 = Int8Recipe(
     name="dynamic-per-channel-ffn-down-fp32", activations="dynamic", exclude=(r"layer\.\d+/output/dense",)
 )
 #: The default: static scales calibrated on the export's calibration texts, projections whose input keeps less
-#: than 25 dB under its static scale kept fp32. On all-MiniLM-L6-v2 (STS benchmark test, Spearman against fp32)
-#: 23 dB loses 0.22, 25 dB 0.12 (8 of 24 projections fp32, 0.88x dynamic int8's throughput on that model),
-#: 27 dB 0.06; the seeded DMetaSoul stand-in's inputs all keep 38 dB or more, so every threshold quantizes
-#: all of it. 25 dB is the lowest that keeps the STS loss within 0.15 (benchmarks/eval_int8.py).
+#: than 25 dB under its static scale kept fp32: the lowest threshold that kept all-MiniLM-L6-v2's STS loss
+#: within 0.15 Spearman of fp32 (figures per threshold: ``benchmarks/eval_int8.py`` and its results).
 STATIC_INT8 = Int8Recipe(name="static-per-channel-sqnr25", min_input_sqnr_db=25.0)
 #: The recipe embedrt exported by default before static scales (batch-dependent); for benchmarks.
 DYNAMIC_INT8 = Int8Recipe(name="dynamic-per-channel-sqnr23", activations="dynamic", min_input_sqnr_db=23.0)
@@ -273,7 +271,7 @@ def fix_activation_scales(path: Path, stats: dict[str, ActivationStats]) -> int:
 
     ONNX Runtime would fuse that chain itself, but only while the scale product is a ``Mul`` node, and
     with constant scales its constant folding removes the node first: fused here, the GEMM scales its int32
-    result in its own output loop (measured: 5% more throughput than the unfused chain).
+    result in its own output loop (faster than the unfused chain: ``benchmarks/int8_ab.py``).
     """
     import onnx
     from onnx import helper, numpy_helper

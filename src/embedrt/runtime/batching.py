@@ -99,9 +99,9 @@ def plan_runs(
     Texts are sorted longest first and each run is a contiguous stretch of that order, its width set by
     its first text; a dynamic programme over the cut points finds the cheapest plan. A run holds at most
     ``max_batch_tokens`` padded tokens, except that a single text always fits. The server plans each
-    batching cycle this way: with requests of a few short queries, it wastes about 3% on padding where
-    fixed-size batches waste 40%. With ``buckets``, a run holds texts of one bucket only, padded to its
-    width (:meth:`LengthBuckets.width`).
+    batching cycle this way, so requests of a few short queries waste little padding where fixed-size
+    batches waste much (figures: ``benchmarks/serve_bench.py`` results). With ``buckets``, a run holds
+    texts of one bucket only, padded to its width (:meth:`LengthBuckets.width`).
     """
     if buckets is not None:
         return plan_batches(lengths, max(1, len(lengths)), max_batch_tokens, buckets)

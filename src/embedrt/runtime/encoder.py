@@ -135,13 +135,13 @@ class Encoder:
         it (ONNX Runtime's dynamic int8 in bundles exported before static scales) are never chosen: ``auto``
         falls back to the next one with a warning, ``precision="int8"`` is an error. OpenVINO int8 runs
         attention unfused. ``False`` is the explicit way to ask for faster batch-dependent kernels: OpenVINO's
-        fused attention, about 7% faster for one text (Zen 4), whose vectors then move by up to ~3e-4 cosine
-        with the padded width of their batch, and an old bundle's dynamic int8 (docs/openvino.md).
+        fused attention, faster for one text, whose vectors then move slightly with the padded width of their
+        batch (figures: ``benchmarks/results/ov_overhead.md``), and an old bundle's dynamic int8 (docs/openvino.md).
         ``buckets``: pad each text to a width set by its own length (:class:`~embedrt.runtime.batching.LengthBuckets`)
         and batch only texts of one width together; a kernel then sees the same width for a text alone or in any
         batch, so OpenVINO int8 keeps its fused attention and stays batch-invariant (off by default: a mix of
         lengths then splits into more, smaller runs). ``warmup`` runs every width once at load, so a first request
-        does not pay for a new shape (OpenVINO: 7-40 ms once per width, measured; the warm-up takes ~2 s).
+        does not pay for a new shape (OpenVINO prepares a plan per new width; docs/openvino.md, Length buckets).
         ``streams``: engine instances that run the batches of one ``encode`` call side by side, the threads
         shared between them (:mod:`embedrt.runtime.streams`); ``None`` picks from the threads (one a core up to
         8 cores); 1 turns it off. A call with one batch (one text) runs on the single-stream engine with every

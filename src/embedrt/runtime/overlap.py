@@ -7,7 +7,7 @@
 - :func:`bucket_width` rounds a batch's padded width up to one of a few widths, so a GPU sees a handful of
   shapes instead of every length; the attention mask keeps padded positions out of every vector.
 - :func:`warm_shapes` runs each of those widths once at load, so that the first request of each width does not
-  pay for the provider's first-run work on that shape (measured: about 74 ms a new length with fp16 on an H200).
+  pay for the provider's first-run work on that shape (issue 23 measured the stall a new length costs, docs/gpu.md).
 
 Used for ``device="cuda"`` (buckets and warm-up) and ``"tensorrt"`` (overlap only: its engine profile fixes
 the widths it takes). The CPU path does none of this.

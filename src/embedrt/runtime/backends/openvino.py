@@ -15,9 +15,8 @@
   in a thousand, into a whole int8 step: all-MiniLM-L6-v2 alone vs in batches of 32, 10 of 1,024 Chinese
   and 10 of 1,024 English STS texts below cosine 0.99999 (worst 0.99968). With that fusion off
   (``SNIPPETS_MODE=DISABLE``) attention runs as separate MatMul/Softmax nodes whose rows do not depend on
-  padding: 1,024 of 1,024 vectors bit-identical alone and in a batch, in both languages. Cost on this
-  project's Zen 4 (2 threads, DMetaSoul stand-in): batch-32 throughput the same or higher, batch-1
-  latency about 7% higher (``benchmarks/ov_overhead.py``; docs/openvino.md, Batch invariance).
+  padding, so a text's vector is bit-identical alone and in a batch; it costs some batch-1 latency
+  (figures: ``benchmarks/results/ov_overhead.md``; docs/openvino.md, Batch invariance).
 """
 
 from __future__ import annotations
