@@ -63,6 +63,15 @@ Batches = Generator[EncodedBatch, None, None]
 Results = tuple[EncodedBatch, np.ndarray]
 
 
+def _check_counts(threads: int | None, cache_size: int, streams: int | None) -> None:
+    if threads is not None and threads < 1:
+        raise InputError(f"threads must be >= 1, got {threads}")
+    if cache_size < 0:
+        raise InputError(f"cache_size must be >= 0 (0 turns the cache off), got {cache_size}")
+    if streams is not None and streams < 1:
+        raise InputError(f"streams must be >= 1 (1 turns streams off), got {streams}")
+
+
 class Encoder:
     """Embeds texts with a bundle, giving what ``SentenceTransformer.encode`` gives for the source model."""
 
@@ -142,18 +151,11 @@ class Encoder:
         batch, so OpenVINO int8 keeps its fused attention and stays batch-invariant (off by default: a mix of
         lengths then splits into more, smaller runs). ``warmup`` runs every width once at load, so a first request
         does not pay for a new shape (OpenVINO prepares a plan per new width; docs/openvino.md, Length buckets).
-        ``streams``: engine instances that run the batches of one ``encode`` call side by side, the threads
-        shared between them (:mod:`embedrt.runtime.streams`); ``None`` picks from the threads (one a core up to
-        8 cores); 1 turns it off. A call with one batch (one text) runs on the single-stream engine with every
-        thread; the stream engines start on the first call with several batches, and a text's vector is the
-        same on either.
+        ``streams``: engine instances that run the batches of one ``encode`` call side by side, sharing the
+        threads (:mod:`embedrt.runtime.streams`; ``None`` picks from the threads, 1 turns it off); a one-batch
+        call runs on the single-stream engine with every thread, and a text's vector is the same on either.
         """
-        if threads is not None and threads < 1:
-            raise InputError(f"threads must be >= 1, got {threads}")
-        if cache_size < 0:
-            raise InputError(f"cache_size must be >= 0 (0 turns the cache off), got {cache_size}")
-        if streams is not None and streams < 1:
-            raise InputError(f"streams must be >= 1 (1 turns streams off), got {streams}")
+        _check_counts(threads, cache_size, streams)
         opened = Bundle.open(bundle)
         choice = choose(opened, precision, engine, device, batch_invariant)
         manifest = opened.manifest
@@ -165,24 +167,29 @@ class Encoder:
         policy = LengthBuckets(max_length=manifest.max_seq_length) if buckets else None
         encoder = cls(opened, choice, backend, tokenizer, cache, policy)
         encoder.device = device
-        total = threads or default_threads()
-        encoder.streams = 1 if device != "cpu" else streams or default_streams(total)
-        if encoder.streams > 1:
-
-            def open_streams() -> StreamPool:
-                count = encoder.streams
-                if choice.engine == "openvino":  # one compiled model, its streams share the weights
-                    shared = open_backend(opened, choice, device, total, False, spin, unfused, streams=count)
-                    return StreamPool([shared] * count)
-                shares = split_threads(total, count)
-                return StreamPool([open_backend(opened, choice, device, n, False, spin, unfused) for n in shares])
-
-            encoder._open_streams = open_streams
-        if device != "cpu":
+        if device == "cpu":
+            encoder._plan_streams(choice, streams, threads or default_threads(), spin, unfused)
+        else:
             encoder._prepare_gpu()
         if warmup:
             encoder.warm_up()
         return encoder
+
+    def _plan_streams(self, choice: Choice, streams: int | None, total: int, spin: bool, unfused: bool) -> None:
+        """How many stream engines a multi-batch call runs on, and how to open them (on first use)."""
+        self.streams = streams or default_streams(total)
+        if self.streams < 2:
+            return
+        opened, count = self.bundle, self.streams
+
+        def open_streams() -> StreamPool:
+            if choice.engine == "openvino":  # one compiled model, its streams share the weights
+                shared = open_backend(opened, choice, "cpu", total, False, spin, unfused, streams=count)
+                return StreamPool([shared] * count)
+            shares = split_threads(total, count)
+            return StreamPool([open_backend(opened, choice, "cpu", n, False, spin, unfused) for n in shares])
+
+        self._open_streams = open_streams
 
     def _prepare_gpu(self) -> None:
         """Overlap, GPU batch defaults, and on CUDA padded-width buckets each run once now (see :mod:`.overlap`).
@@ -317,11 +324,7 @@ class Encoder:
             max_batch_tokens = max_batch_tokens if max_batch_tokens is not None else self.default_max_batch_tokens
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
-        if device is not None and device != self.device:
-            raise InputError(
-                f"encode(device={device!r}): this encoder runs on {self.device!r}; the device is chosen when "
-                f"loading: Encoder.load(bundle, device={device!r})"
-            )
+        self._check_device(device)
         if normalize_embeddings and normalize is False:
             raise InputError("normalize=False and normalize_embeddings=True contradict each other; pass one")
         options = output_options(
@@ -336,6 +339,13 @@ class Encoder:
         output = self._embed(items, batch_size, normalized, bool(show_progress_bar), max_batch_tokens, progress)
         output = finish(output, options)
         return output[0] if single else output
+
+    def _check_device(self, device: str | None) -> None:
+        if device is not None and device != self.device:
+            raise InputError(
+                f"encode(device={device!r}): this encoder runs on {self.device!r}; the device is chosen when "
+                f"loading: Encoder.load(bundle, device={device!r})"
+            )
 
     def _embed(
         self,

@@ -27,6 +27,7 @@ from embedrt.errors import BackendError, EmbedrtError, InputError
 
 if TYPE_CHECKING:
     from embedrt.runtime.backends.select import Choice
+    from embedrt.runtime.encoder import Encoder
 
 #: Texts in the built-in workload: the bundled Chinese sentences repeated in a fixed shuffled order.
 BUILTIN_SIZE = 1024
@@ -163,25 +164,8 @@ def measure(
         encoder.encode(texts, batch_size=settings.batch_size, max_batch_tokens=settings.max_batch_tokens)
         best = min(best, time.perf_counter() - start)
 
-    one_stream = None
-    if encoder.streams > 1:  # the same batches on the single-stream engine, one after another, for comparison
-        one_stream = float("inf")
-        for _ in range(settings.rounds):
-            start = time.perf_counter()
-            for batch in encoder.batches(encoder.tokenize(list(texts)), settings.batch_size, settings.max_batch_tokens):
-                encoder.run_batch(batch)
-            one_stream = min(one_stream, time.perf_counter() - start)
-
-    step = max(1, len(texts) // settings.latency_samples)
-    singles = list(texts[::step])[: settings.latency_samples]
-    for text in singles[:LATENCY_WARMUP]:
-        encoder.encode([text])
-    latencies = []
-    for text in singles:
-        start = time.perf_counter()
-        encoder.encode([text])
-        latencies.append((time.perf_counter() - start) * 1e3)
-    latencies.sort()
+    one_stream = _one_stream_seconds(encoder, texts, settings) if encoder.streams > 1 else None
+    latencies = _batch1_latencies_ms(encoder, texts, settings)
     return {
         "precision": encoder.precision,
         "engine": encoder.engine,
@@ -198,6 +182,31 @@ def measure(
         "streams": encoder.streams,
         "one_stream_seconds": one_stream,
     }
+
+
+def _one_stream_seconds(encoder: Encoder, texts: Sequence[str], settings: BenchSettings) -> float:
+    """The same batches on the single-stream engine, one after another, best of the rounds (for comparison)."""
+    best = float("inf")
+    for _ in range(settings.rounds):
+        start = time.perf_counter()
+        for batch in encoder.batches(encoder.tokenize(list(texts)), settings.batch_size, settings.max_batch_tokens):
+            encoder.run_batch(batch)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _batch1_latencies_ms(encoder: Encoder, texts: Sequence[str], settings: BenchSettings) -> list[float]:
+    """Sorted milliseconds of one-text calls over evenly spaced texts, after a few warm-up calls."""
+    step = max(1, len(texts) // settings.latency_samples)
+    singles = list(texts[::step])[: settings.latency_samples]
+    for text in singles[:LATENCY_WARMUP]:
+        encoder.encode([text])
+    latencies = []
+    for text in singles:
+        start = time.perf_counter()
+        encoder.encode([text])
+        latencies.append((time.perf_counter() - start) * 1e3)
+    return sorted(latencies)
 
 
 def bench_choice(
