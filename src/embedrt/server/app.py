@@ -412,8 +412,7 @@ class EmbeddingServer:
         if missing:
             computed = await batcher.embed([encodings[i] for i in missing], normalize, deadline, timing)
             out[missing] = computed
-            # Stored once this response is on its way (same loop step), before the loop reads the next request.
-            asyncio.get_running_loop().call_soon(cache.put_many, [keys[i] for i in missing], computed)
+            cache.put_many([keys[i] for i in missing], computed)
         return out
 
     def timing_headers(self, request: Request, model: Model, work: Work) -> list[tuple[bytes, bytes]]:
