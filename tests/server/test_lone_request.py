@@ -92,14 +92,17 @@ def test_requests_arriving_while_the_engine_runs_share_the_next_cycle(offline, t
 
     async def scenario(app, client):
         cycles = app.batcher.cycles
+        held.entered.clear()  # the warm-up ran the engine too
         held.hold.set()
-        first = asyncio.create_task(client.post("/embed", json={"inputs": TEXTS[0]}))
-        while not held.entered.is_set():  # the first request is in the engine, held there
-            await asyncio.sleep(0.01)
-        later = [asyncio.create_task(client.post("/embed", json={"inputs": text})) for text in TEXTS[1:]]
-        while len(app.batcher._pending) < len(later):  # each handler has queued its text
-            await asyncio.sleep(0.01)
-        held.hold.clear()
+        try:
+            first = asyncio.create_task(client.post("/embed", json={"inputs": TEXTS[0]}))
+            while not held.entered.is_set():  # the first request is in the engine, held there
+                await asyncio.sleep(0.01)
+            later = [asyncio.create_task(client.post("/embed", json={"inputs": text})) for text in TEXTS[1:]]
+            while len(app.batcher._pending) < len(later):  # each handler has queued its text
+                await asyncio.sleep(0.01)
+        finally:
+            held.hold.clear()
         return await first, await asyncio.gather(*later), app.batcher.cycles - cycles
 
     first, later, cycles = serve(held, scenario)
@@ -115,12 +118,15 @@ def test_errors_are_4xx_and_every_request_leaves_admission(tiny_bundle):
     async def scenario(app, client):
         bad = await client.post("/embed", content=b"{not json")
         empty = await client.post("/v1/embeddings", json={"input": []})
+        held.entered.clear()  # the warm-up ran the engine too
         held.hold.set()
-        busy = asyncio.create_task(client.post("/embed", json={"inputs": "占着"}))
-        while not held.entered.is_set():
-            await asyncio.sleep(0.01)
-        refused = await client.post("/embed", json={"inputs": "第二个"})
-        held.hold.clear()
+        try:
+            busy = asyncio.create_task(client.post("/embed", json={"inputs": "占着"}))
+            while not held.entered.is_set():
+                await asyncio.sleep(0.01)
+            refused = await client.post("/embed", json={"inputs": "第二个"})
+        finally:
+            held.hold.clear()  # never leave the engine thread held, or the test cannot end
         return bad, empty, refused, await busy, app.in_flight
 
     bad, empty, refused, busy, in_flight = serve(held, scenario, max_concurrent_requests=1)
