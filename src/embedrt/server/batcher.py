@@ -1,7 +1,9 @@
 """Continuous batching: a request runs as soon as the engine is free; what arrives meanwhile shares the next run.
 
-Requests enter a FIFO queue already tokenized. A collector coroutine starts a cycle as soon as the
-engine is idle and something is queued: it takes texts from the front of the queue up to
+Requests enter a FIFO queue already tokenized. A cycle starts as soon as the engine is idle and
+something is queued, with no task in between: a request that finds the engine idle submits the cycle
+from :meth:`DynamicBatcher.embed` itself, and the engine thread's one hand-back at the end of a cycle
+(which carries the answers of its last run) starts the next. A cycle takes texts from the front of the queue up to
 ``cycle_tokens`` (two runs' worth; a large request may span cycles), plans the cycle's engine runs over
 all of them at once (:func:`~embedrt.runtime.batching.plan_runs`: fewest padded tokens plus a small cost
 per run, at most ``max_batch_tokens`` padded tokens a run), runs the engine and resolves each request's
@@ -14,7 +16,8 @@ Cycles run on ONE worker thread, so the event loop keeps reading and tokenizing 
 engine runs (the engine already uses every core per run, so one thread is the right number). Running a
 lone request's engine call on the event loop thread instead, to save the two hand-offs, was measured
 and dropped: with OpenVINO int8 on 2 shared cores its engine time went from ~6 to ~15-25 ms when one
-client sent requests back to back (docs/serving.md). Pooling per row and normalization
+client sent requests back to back (docs/serving.md; measured again for issue 25: p50 7.5 against 6.4 ms
+back to back, though 0.25-0.4 ms faster when servers were interleaved). Pooling per row and normalization
 per request make every fp32 result what ``Encoder.encode`` gives for that request alone.
 
 A request may carry a deadline. One that passes while the request is queued, or while its cycle has
