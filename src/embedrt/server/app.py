@@ -16,11 +16,10 @@ TEI's timing headers. Errors go through the one table in :mod:`embedrt.server.er
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,8 +278,12 @@ class EmbeddingServer:
                 self.authorize(request)
             handler = getattr(self, route.handler)
             if route.embedding:
-                async with self.admitted():
+                self.admit()
+                try:
                     status, headers, body = await handler(request, route)
+                finally:
+                    self.in_flight -= 1
+                    self.metrics.in_flight.dec()
             else:
                 status, headers, body = await handler(request)
         except ClientGone:
@@ -331,8 +334,8 @@ class EmbeddingServer:
             what = "wrong API key" if header else "missing 'Authorization: Bearer KEY' header"
             raise ServerError(ErrorKind.UNAUTHORIZED, f"{what}: this server was started with --api-key")
 
-    @contextlib.asynccontextmanager
-    async def admitted(self) -> AsyncIterator[None]:
+    def admit(self) -> None:
+        """Count one more embedding request in flight, or refuse it with 429 at the limit (the caller counts it out)."""
         if self.in_flight >= self.settings.max_concurrent_requests:
             raise ServerError(
                 ErrorKind.OVERLOADED,
@@ -341,11 +344,6 @@ class EmbeddingServer:
             )
         self.in_flight += 1
         self.metrics.in_flight.inc()
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
-            self.metrics.in_flight.dec()
 
     def deadline(self, request: Request) -> float | None:
         """When the request must have started (``time.monotonic()``), from the server's limit and the header."""

@@ -1,7 +1,9 @@
 """Continuous batching: a request runs as soon as the engine is free; what arrives meanwhile shares the next run.
 
-Requests enter a FIFO queue already tokenized. A collector coroutine starts a cycle as soon as the
-engine is idle and something is queued: it takes texts from the front of the queue up to
+Requests enter a FIFO queue already tokenized. A cycle starts as soon as the engine is idle and
+something is queued, with no task in between: a request that finds the engine idle submits the cycle
+from :meth:`DynamicBatcher.embed` itself, and the engine thread's one hand-back at the end of a cycle
+(which carries the answers of its last run) starts the next. A cycle takes texts from the front of the queue up to
 ``cycle_tokens`` (two runs' worth; a large request may span cycles), plans the cycle's engine runs over
 all of them at once (:func:`~embedrt.runtime.batching.plan_runs`: fewest padded tokens plus a small cost
 per run, at most ``max_batch_tokens`` padded tokens a run), runs the engine and resolves each request's
@@ -14,7 +16,8 @@ Cycles run on ONE worker thread, so the event loop keeps reading and tokenizing 
 engine runs (the engine already uses every core per run, so one thread is the right number). Running a
 lone request's engine call on the event loop thread instead, to save the two hand-offs, was measured
 and dropped: with OpenVINO int8 on 2 shared cores its engine time went from ~6 to ~15-25 ms when one
-client sent requests back to back (docs/serving.md). Pooling per row and normalization
+client sent requests back to back (docs/serving.md; measured again for issue 25: p50 7.5 against 6.4 ms
+back to back, though 0.25-0.4 ms faster when servers were interleaved). Pooling per row and normalization
 per request make every fp32 result what ``Encoder.encode`` gives for that request alone.
 
 A request may carry a deadline. One that passes while the request is queued, or while its cycle has
@@ -87,6 +90,10 @@ class _Job:
         return self.deadline is not None and not self.started and now >= self.deadline
 
 
+#: A request's answer as the engine thread hands it to the event loop: its future, and vectors or an error.
+_Outcome = tuple[asyncio.Future, "np.ndarray | BaseException"]
+
+
 class DynamicBatcher:
     """Merges concurrent requests into token-budgeted engine runs on one worker thread."""
 
@@ -108,9 +115,12 @@ class DynamicBatcher:
         self._pending: collections.deque[_Job] = collections.deque()
         self._pending_texts = 0
         self._pending_tokens = 0
-        self._arrived = asyncio.Event()  # binds to the loop that first waits on it
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
-        self._task: asyncio.Task | None = None
+        self._running = False  # a cycle is on the engine thread (set and read on the event loop only)
+        self._waiting = False  # the queue's head is waiting for batch-mates (max_wait_s > 0)
+        self._timer: asyncio.TimerHandle | None = None
+        self._drained = asyncio.Event()  # binds to the loop that first waits on it
         #: The engine thread; a server with several models passes one pool they share (and shuts it down).
         self._owns_engine = engine is None
         self._engine = engine or ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedrt-engine")
@@ -121,22 +131,24 @@ class DynamicBatcher:
 
     # ------------------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Start the collector on the running event loop."""
-        self._task = asyncio.create_task(self._collect(), name="embedrt-batcher")
+        """Bind to the running event loop; from now on requests start cycles."""
+        self._loop = asyncio.get_running_loop()
 
     async def stop(self) -> None:
-        """Finish every queued request, then stop the collector and the worker threads."""
+        """Finish every queued request (a fixed wait ends at once), then stop the engine thread."""
         self._closing = True
-        self._arrived.set()
-        if self._task is not None:
-            await self._task
+        if self._loop is not None:
+            self._kick()
+            while self._running or self._pending:
+                self._drained.clear()
+                await self._drained.wait()
         if self._owns_engine:
             self._engine.shutdown(wait=True)
 
     @property
     def healthy(self) -> bool:
-        """The collector is running (it stops only on shutdown or a bug, which the log shows)."""
-        return self._task is not None and not self._task.done() and not self._closing
+        """Started and not stopping."""
+        return self._loop is not None and not self._closing
 
     # ------------------------------------------------------------------------------------------ requests
     async def tokenize(self, texts: list[str], direction: str = "right") -> list[Encoding]:
@@ -157,11 +169,11 @@ class DynamicBatcher:
         ``deadline`` (``time.monotonic()``): if it passes before the first of these texts runs, raise
         :class:`DeadlineExceeded` and run none of them. ``timing`` gets the time queued and in the engine added.
         """
-        if self._task is None:
+        loop = self._loop
+        if loop is None:
             raise BackendError("the batcher is not started; call start() inside the event loop first")
         if self._closing:
             raise BackendError("the server is shutting down")
-        loop = asyncio.get_running_loop()
         job = _Job(
             encodings=list(encodings),
             normalize=normalize,
@@ -177,61 +189,90 @@ class DynamicBatcher:
         self._pending_texts += len(job.lengths)
         self._pending_tokens += sum(job.lengths)
         self.metrics.queue_size.set(self._pending_texts)
-        self._arrived.set()
-        if deadline is not None:
-            await asyncio.wait({job.future}, timeout=max(0.0, deadline - time.monotonic()))
-            if not job.future.done() and job.taken == 0:
-                # Still queued: answer now. (Rows already taken into a cycle are failed by the worker
-                # before their run, since expired() holds for them too.) The collector drops it later.
-                self.metrics.expired.inc()
-                _fail(job.future, _deadline_error(job, time.monotonic()))
-        return await job.future
+        if not self._running:
+            self._kick()  # an idle engine starts on this request now, from this very call
+        if deadline is None:
+            return await job.future
+        expiry = loop.call_at(loop.time() + max(0.0, deadline - job.arrived), self._expire, job)
+        try:
+            return await job.future
+        finally:
+            expiry.cancel()
 
-    # ------------------------------------------------------------------------------------------ collector
-    async def _collect(self) -> None:
-        """Start a cycle whenever the engine is idle and something is queued (after ``max_wait_s``, if set)."""
-        loop = asyncio.get_running_loop()
-        while True:
-            self._drop_finished()
-            if not self._pending:
-                if self._closing:
-                    return
-                self._arrived.clear()
-                await self._arrived.wait()  # set by embed(): the requests ready on the loop with it queue first
-                continue
-            if self.max_wait_s > 0:
-                await self._wait_for_batch_mates()
-                self._drop_finished()
-            rows = self._take()
-            if not rows:
-                continue
-            self.cycles += 1
-            try:
-                await loop.run_in_executor(self._engine, self._run_cycle, rows, loop)
-            except Exception as err:  # a bug outside the engine call: fail this cycle, keep serving
-                log.error("batching cycle of %d texts failed", len(rows), exc_info=err)
-                reason = _backend_error(err)
-                for job in {job for job, _ in rows}:
-                    _fail(job.future, reason)
+    def _expire(self, job: _Job) -> None:
+        """The deadline of a request still queued passed: answer now (the next cycle drops it unrun).
 
-    async def _wait_for_batch_mates(self) -> None:
-        """Wait until the oldest request's wait is over, a full engine run is queued, or the request cap."""
-        deadline = self._pending[0].arrived + self.max_wait_s
-        waited = False
-        while not self._closing and self._pending_tokens < self.max_batch_tokens:
-            if self.max_batch_requests is not None and len(self._pending) >= self.max_batch_requests:
-                return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            if not waited:
-                waited = True
-                self.waited_cycles += 1
-            self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
-            except (asyncio.TimeoutError, TimeoutError):  # distinct classes before Python 3.11
-                return
+        Rows already taken into a cycle are failed by the engine thread before their run, since
+        :meth:`_Job.expired` holds for them too.
+        """
+        if not job.future.done() and job.taken == 0:
+            self.metrics.expired.inc()
+            _fail(job.future, _deadline_error(job, time.monotonic()))
+
+    # ------------------------------------------------------------------------------------------ cycles
+    def _kick(self) -> None:
+        """Start a cycle if the engine is idle and something is queued (after ``max_wait_s``, if set).
+
+        Called when a request arrives at an idle engine, when a cycle ends and when a fixed wait ends:
+        no task sits between a request and the engine thread.
+        """
+        if self._running or self._loop is None:
+            return
+        self._drop_finished()
+        if not self._pending:
+            self._drained.set()
+            return
+        if self.max_wait_s > 0 and not self._closing and self._wait_for_batch_mates(self._loop):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._waiting = False
+        rows = self._take()
+        self.cycles += 1
+        self._running = True
+        try:
+            self._engine.submit(self._cycle, rows, self._loop)
+        except RuntimeError as err:  # the engine pool is shut down: nothing can run these
+            self._running = False
+            self._settle_cycle(rows, [], err)
+
+    def _wait_for_batch_mates(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether the queue's head should still wait: its wait is not over, no full engine run nor the
+        request cap is queued. Arms a timer for the end of the wait; arrivals re-check at once."""
+        if self._pending_tokens >= self.max_batch_tokens:
+            return False
+        if self.max_batch_requests is not None and len(self._pending) >= self.max_batch_requests:
+            return False
+        remaining = self._pending[0].arrived + self.max_wait_s - time.monotonic()
+        if remaining <= 0:
+            return False
+        if not self._waiting:
+            self._waiting = True
+            self.waited_cycles += 1
+        if self._timer is None:
+            self._timer = loop.call_later(remaining, self._wait_over)
+        return True
+
+    def _wait_over(self) -> None:
+        self._timer = None
+        self._kick()
+
+    def _cycle_done(self, rows: list[tuple[_Job, int]], settled: list[_Outcome], error: Exception | None) -> None:
+        """Event loop: answer what the cycle's last run finished, then start the next cycle."""
+        self._running = False
+        try:
+            self._settle_cycle(rows, settled, error)
+        finally:
+            self._kick()
+
+    def _settle_cycle(self, rows: list[tuple[_Job, int]], settled: list[_Outcome], error: Exception | None) -> None:
+        _settle(settled)
+        if error is not None:  # a bug outside the engine call: fail this cycle, keep serving
+            log.error("batching cycle of %d texts failed", len(rows), exc_info=error)
+            reason = _backend_error(error)
+            for job in {job for job, _ in rows}:
+                _fail(job.future, reason)
 
     def _drop_finished(self) -> None:
         """Forget requests whose client left (their handler was cancelled) and fail those past their deadline."""
@@ -281,9 +322,39 @@ class DynamicBatcher:
         self.metrics.batch_requests.observe(requests)
         return rows
 
-    # ------------------------------------------------------------------------------------------ worker thread
-    def _run_cycle(self, rows: list[tuple[_Job, int]], loop: asyncio.AbstractEventLoop) -> None:
-        """Run the taken rows as planned engine runs; resolve each request when its last row is done."""
+    # ------------------------------------------------------------------------------------------ engine thread
+    def _cycle(self, rows: list[tuple[_Job, int]], loop: asyncio.AbstractEventLoop) -> None:
+        """Run one cycle, then hand the event loop, in one call, its last answers and the end of the cycle."""
+        settled: list[_Outcome] = []
+        error: Exception | None = None
+        waits: list[float] = []
+        runs: list[tuple[float, int, int]] = []
+        try:
+            self._run_cycle(rows, loop, settled, waits, runs)
+        except Exception as err:  # noqa: BLE001 - reported on the event loop, which fails the cycle's requests
+            error = err
+        loop.call_soon_threadsafe(self._cycle_done, rows, settled, error)
+        for wait in waits:  # metrics after the answers left: off the requests' path
+            self.metrics.queue_duration.observe(wait)
+        for took, size, tokens in runs:
+            self.metrics.inference_duration.observe(took)
+            self.metrics.batch_size.observe(size)
+            self.metrics.batch_tokens.observe(tokens)
+
+    def _run_cycle(
+        self,
+        rows: list[tuple[_Job, int]],
+        loop: asyncio.AbstractEventLoop,
+        settled: list[_Outcome],
+        waits: list[float],
+        runs: list[tuple[float, int, int]],
+    ) -> None:
+        """Run the taken rows as planned engine runs; each request is answered once its last row is done.
+
+        Answers go to ``settled``; those of earlier runs are sent to the event loop before each next run,
+        the last run's by :meth:`_cycle`. ``waits`` gets each request's seconds queued before its first run,
+        ``runs`` each run's (engine seconds, rows, padded tokens), for the metrics.
+        """
         encodings = [job.encodings[index] for job, index in rows]
         plan = plan_runs(
             [len(encoding.ids) for encoding in encodings], self.max_batch_tokens, buckets=self.encoder.buckets
@@ -296,7 +367,10 @@ class DynamicBatcher:
                 if job not in failed and job.expired(now):  # its deadline passed while earlier runs ran
                     failed.add(job)
                     self.metrics.expired.inc()
-                    loop.call_soon_threadsafe(_fail, job.future, _deadline_error(job, now))
+                    settled.append((job.future, _deadline_error(job, now)))
+            if settled:  # what earlier runs finished is answered before this run starts
+                loop.call_soon_threadsafe(_settle, settled[:])
+                settled.clear()
             live = [(job, index) for job, index in picked if job not in failed and not job.future.done()]
             if not live:
                 continue
@@ -308,7 +382,7 @@ class DynamicBatcher:
                 if not job.started:
                     job.started = True
                     job.first_run = now
-                    self.metrics.queue_duration.observe(now - job.arrived)
+                    waits.append(now - job.arrived)
             try:
                 vectors = self.encoder.run_batch(batch, normalize=False)
             except Exception as err:  # fail these requests, keep serving the others
@@ -317,20 +391,19 @@ class DynamicBatcher:
                 for job, _ in picked:
                     if job not in failed:
                         failed.add(job)
-                        loop.call_soon_threadsafe(_fail, job.future, reason)
+                        settled.append((job.future, reason))
                 continue
-            self.metrics.inference_duration.observe(time.monotonic() - now)
-            self.metrics.batch_size.observe(len(picked))
-            self.metrics.batch_tokens.observe(batch.inputs["attention_mask"].size)
+            finished = time.monotonic()
+            runs.append((finished - now, len(picked), int(batch.inputs["attention_mask"].size)))
             for (job, index), vector in zip(picked, vectors, strict=True):
                 job.output[index] = vector
                 job.done += 1
                 if job.done == len(job.lengths):
                     if job.timing is not None:
                         job.timing.queue_s += job.first_run - job.arrived
-                        job.timing.inference_s += time.monotonic() - job.first_run
+                        job.timing.inference_s += finished - job.first_run
                     result = l2_normalize(job.output).astype(np.float32, copy=False) if job.normalize else job.output
-                    loop.call_soon_threadsafe(_resolve, job.future, result)
+                    settled.append((job.future, result))
 
 
 def _deadline_error(job: _Job, now: float) -> DeadlineExceeded:
@@ -349,6 +422,15 @@ def _backend_error(err: Exception) -> EmbedrtError:
     wrapped = BackendError(f"{type(err).__name__}: {err}")
     wrapped.__cause__ = err
     return wrapped
+
+
+def _settle(outcomes: list[_Outcome]) -> None:
+    """Event loop: resolve each future with its vectors, or fail it with its error."""
+    for future, outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            _fail(future, outcome)
+        else:
+            _resolve(future, outcome)
 
 
 def _resolve(future: asyncio.Future, result: np.ndarray) -> None:
