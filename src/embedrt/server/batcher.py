@@ -395,15 +395,20 @@ class DynamicBatcher:
                 continue
             finished = time.monotonic()
             runs.append((finished - now, len(picked), int(batch.inputs["attention_mask"].size)))
-            for (job, index), vector in zip(picked, vectors, strict=True):
-                job.output[index] = vector
-                job.done += 1
-                if job.done == len(job.lengths):
-                    if job.timing is not None:
-                        job.timing.queue_s += job.first_run - job.arrived
-                        job.timing.inference_s += finished - job.first_run
-                    result = l2_normalize(job.output).astype(np.float32, copy=False) if job.normalize else job.output
-                    settled.append((job.future, result))
+            _record(picked, vectors, finished, settled)
+
+
+def _record(picked: list[tuple[_Job, int]], vectors: np.ndarray, finished: float, settled: list[_Outcome]) -> None:
+    """Store a run's vectors in their requests; a request whose last row this was goes to ``settled``."""
+    for (job, index), vector in zip(picked, vectors, strict=True):
+        job.output[index] = vector
+        job.done += 1
+        if job.done == len(job.lengths):
+            if job.timing is not None:
+                job.timing.queue_s += job.first_run - job.arrived
+                job.timing.inference_s += finished - job.first_run
+            result = l2_normalize(job.output).astype(np.float32, copy=False) if job.normalize else job.output
+            settled.append((job.future, result))
 
 
 def _deadline_error(job: _Job, now: float) -> DeadlineExceeded:
