@@ -209,6 +209,34 @@ def _batch1_latencies_ms(encoder: Encoder, texts: Sequence[str], settings: Bench
     return sorted(latencies)
 
 
+def run_worker(module: str, job: dict[str, Any], label: str, tokenizer_threads: bool) -> dict[str, Any]:
+    """``python -m MODULE JOB`` in a new process (a true cold start), its last stdout line read as the report.
+
+    ``tokenizer_threads``: the tokenizer's own thread pool on or off (``TOKENIZERS_PARALLELISM``, unless set).
+    """
+    default = "true" if tokenizer_threads else "false"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", module, json.dumps(job)],
+            capture_output=True,
+            text=True,
+            timeout=WORKER_TIMEOUT_S,
+            env={**os.environ, "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", default)},
+        )
+    except subprocess.TimeoutExpired as err:
+        raise BackendError(
+            f"benchmarking {label} took over {WORKER_TIMEOUT_S} s; use a smaller --data file or fewer --rounds"
+        ) from err
+    try:
+        report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError) as err:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BackendError(f"the {label} benchmark process failed (exit {done.returncode}): {tail}") from err
+    if "error" in report:
+        raise BackendError(f"benchmarking {label}: {report['error']}")
+    return report
+
+
 def bench_choice(
     bundle: str, choice: Choice, data: str | None, settings: BenchSettings, batch_invariant: bool = True
 ) -> BenchResult:
@@ -223,26 +251,7 @@ def bench_choice(
         "settings": asdict(settings),
     }
     started = time.time()
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "embedrt.tools.bench", json.dumps(job)],
-            capture_output=True,
-            text=True,
-            timeout=WORKER_TIMEOUT_S,
-            env={**os.environ, "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "false")},
-        )
-    except subprocess.TimeoutExpired as err:
-        raise BackendError(
-            f"benchmarking {label} took over {WORKER_TIMEOUT_S} s; use a smaller --data file or fewer --rounds"
-        ) from err
-    lines = done.stdout.strip().splitlines()
-    try:
-        report = json.loads(lines[-1])
-    except (IndexError, json.JSONDecodeError) as err:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise BackendError(f"the {label} benchmark process failed (exit {done.returncode}): {tail}") from err
-    if "error" in report:
-        raise BackendError(f"benchmarking {label}: {report['error']}")
+    report = run_worker("embedrt.tools.bench", job, label, tokenizer_threads=False)
     seconds = report["seconds"]
     return BenchResult(
         label=label,

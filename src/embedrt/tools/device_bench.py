@@ -17,7 +17,6 @@ Runtime-only: never imports torch.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -26,8 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from embedrt.errors import BackendError, EmbedrtError, InputError
-from embedrt.tools.bench import WORKER_TIMEOUT_S, load_workload, machine_facts, percentile
+from embedrt.errors import EmbedrtError, InputError
+from embedrt.tools.bench import load_workload, machine_facts, percentile, run_worker
 
 #: Batch sizes measured per device when none are given.
 DEVICE_BATCH_SIZES = {"cpu": (32,), "cuda": (32, 128, 512, 2048), "tensorrt": (32, 128)}
@@ -190,24 +189,7 @@ def _worker(job: dict[str, Any]) -> dict[str, Any]:
 def _bench_precision(bundle: str, precision: str, data: str | None, settings: DeviceBenchSettings) -> dict[str, Any]:
     """One precision measured in a new process, so its load, warm-up and first pass are real."""
     job = {"bundle": bundle, "precision": precision, "data": data, "settings": asdict(settings)}
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "embedrt.tools.device_bench", json.dumps(job)],
-            capture_output=True,
-            text=True,
-            timeout=WORKER_TIMEOUT_S,
-            env={**os.environ, "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "true")},
-        )
-    except subprocess.TimeoutExpired as err:
-        raise BackendError(f"benchmarking {precision} on {settings.device} took over {WORKER_TIMEOUT_S} s") from err
-    try:
-        report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError) as err:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise BackendError(f"the {precision} benchmark process failed (exit {done.returncode}): {tail}") from err
-    if "error" in report:
-        raise BackendError(f"benchmarking {precision} on {settings.device}: {report['error']}")
-    return report
+    return run_worker("embedrt.tools.device_bench", job, f"{precision} on {settings.device}", tokenizer_threads=True)
 
 
 def device_precisions(bundle: str, device: str, precisions: Sequence[str] | None) -> list[str]:
