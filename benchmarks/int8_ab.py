@@ -138,15 +138,8 @@ def markdown(args: argparse.Namespace, described: str, summary: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=None, help="artefact cache (default: benchmarks/.cache)")
-    parser.add_argument("--data", type=Path, default=workload.sts_file())
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser = report.one_process_parser(__doc__, rounds=6)
     parser.add_argument("--trials", type=int, default=40, help="random batches per row for alone vs batch")
-    parser.add_argument("--out", type=Path, default=report.RESULTS, help="results folder")
-    report.add_quick(parser)
     args = parser.parse_args()
     report.quick(args, rounds=1, trials=4, limit=64)
 

@@ -120,15 +120,7 @@ def markdown(summary: dict, args: argparse.Namespace, described: str, count: int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=None, help="artefact cache (default: benchmarks/.cache)")
-    parser.add_argument("--data", type=Path, default=workload.sts_file())
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--out", type=Path, default=report.RESULTS, help="results folder")
-    report.add_quick(parser)
-    args = parser.parse_args()
+    args = report.one_process_parser(__doc__, rounds=8).parse_args()
     report.quick(args, rounds=1, limit=48)
     standin = artifacts.Standin(artifacts.work_dir("dmetasoul", args.work))
     standin.ensure_ov_direct_int8()

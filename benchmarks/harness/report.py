@@ -19,7 +19,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from harness.workload import BENCHMARKS, REPO, say
+from harness.workload import BENCHMARKS, REPO, say, sts_file
 
 RESULTS = BENCHMARKS / "results"
 QUICK_RESULTS = BENCHMARKS / ".cache" / "quick-results"
@@ -98,6 +98,20 @@ def add_quick(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run at tiny sizes; results go to benchmarks/.cache/quick-results"
     )
+
+
+def one_process_parser(doc: str, rounds: int) -> argparse.ArgumentParser:
+    """The flags of the one-process A/B scenarios on the stand-in (``int8_ab``, ``ov_overhead``): artefact cache,
+    data, threads, rounds, batch size, results folder and ``--quick``; a scenario adds its own to the result."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=None, help="artefact cache (default: benchmarks/.cache)")
+    parser.add_argument("--data", type=Path, default=sts_file())
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    add_quick(parser)
+    return parser
 
 
 def quick(args: argparse.Namespace, **small: Any) -> None:
