@@ -7,6 +7,7 @@ what only a GPU can show is in tests/e2e/ (``pytest -m gpu``, tests/e2e/gpu/chec
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import onnxruntime
@@ -15,7 +16,8 @@ import pytest
 from embedrt import Encoder
 from embedrt.export.validate import cosine_rows
 from embedrt.runtime.backends.ort_cuda import OrtCudaBackend
-from embedrt.runtime.overlap import bucket_width, bucket_widths, overlapped, widen
+from embedrt.runtime.batching import pad_batch
+from embedrt.runtime.overlap import bucket_width, bucket_widths, overlapped
 from tests.helpers import TEST_TEXTS
 
 TEXTS = [t for t in TEST_TEXTS if t.strip()]
@@ -125,8 +127,8 @@ def test_buckets():
     assert bucket_widths(64)[-1] == 64 and bucket_widths(64)[:3] == (8, 16, 24)
     assert bucket_widths(100)[-2:] == (96, 100)
     assert [bucket_width(w, (8, 16)) for w in (1, 8, 9, 16, 17)] == [8, 8, 16, 16, 17]
-    batch = {"input_ids": np.ones((2, 3), np.int64), "attention_mask": np.ones((2, 3), np.int64)}
-    wide = widen(batch, 5)
+    texts = [SimpleNamespace(ids=[1, 2, 3], type_ids=[0, 0, 0]) for _ in range(2)]
+    wide = pad_batch(texts, width=bucket_width(3, (5, 8)))  # a batch padded straight to its bucket
     assert wide["input_ids"].shape == (2, 5) and wide["attention_mask"][:, 3:].sum() == 0
 
 

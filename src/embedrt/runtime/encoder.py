@@ -28,7 +28,6 @@ from embedrt.runtime.overlap import (
     bucket_widths,
     overlapped,
     warm_shapes,
-    widen,
 )
 from embedrt.runtime.pooling import l2_normalize, pool
 from embedrt.runtime.similarity import similarity
@@ -215,11 +214,7 @@ class Encoder:
         """Run one text of every width this encoder pads to (its buckets, else lengths 1, 2, 4, ...), so the
         engine has met each shape before the first request (OpenVINO prepares a plan per new shape)."""
         widths = self.buckets.widths() if self.buckets is not None else [2**k for k in range(10)]
-        names = self.backend.input_names
-        for width in (w for w in widths if w <= self.max_seq_length):
-            ones = np.ones((1, width), dtype=np.int64)
-            feed = {"input_ids": ones, "attention_mask": ones, "token_type_ids": np.zeros_like(ones)}
-            self.backend.run({name: feed[name] for name in names})
+        warm_shapes(self.backend.run, self.backend.input_names, [w for w in widths if w <= self.max_seq_length])
 
     @property
     def dim(self) -> int:
@@ -248,11 +243,12 @@ class Encoder:
         """One padded batch: to its longest text, with :attr:`buckets` to that text's bucket width, and on CUDA
         rounded up to one of :attr:`bucket_widths`."""
         rows = [encodings[i] for i in positions]
-        width = self.buckets.width(max(len(encoding.ids) for encoding in rows)) if self.buckets is not None else None
-        inputs = pad_batch(rows, "token_type_ids" in self.backend.input_names, width)
+        width = max(len(encoding.ids) for encoding in rows)
+        if self.buckets is not None:
+            width = self.buckets.width(width)
         if self.bucket_widths:
-            inputs = widen(inputs, bucket_width(inputs["input_ids"].shape[1], self.bucket_widths))
-        return EncodedBatch(positions, inputs)
+            width = bucket_width(width, self.bucket_widths)
+        return EncodedBatch(positions, pad_batch(rows, "token_type_ids" in self.backend.input_names, width))
 
     def _run_inputs(self, inputs: dict[str, np.ndarray], backend: Backend | None = None) -> np.ndarray:
         """Sentence embeddings, not normalized: pooled by the graph on the device when it can, else in NumPy."""

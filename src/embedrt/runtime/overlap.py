@@ -18,7 +18,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -47,18 +47,6 @@ def bucket_widths(max_seq_length: int) -> tuple[int, ...]:
 def bucket_width(width: int, widths: Sequence[int]) -> int:
     """The smallest of ``widths`` at least ``width`` (``width`` itself when none is)."""
     return next((w for w in widths if w >= width), width)
-
-
-def widen(batch: Mapping[str, np.ndarray], width: int) -> dict[str, np.ndarray]:
-    """``batch`` right-padded with zeros (ids, mask and token types alike) to ``width`` columns."""
-    rows, now = batch["input_ids"].shape
-    if width <= now:
-        return dict(batch)
-    wide = {}
-    for name, array in batch.items():  # zeros and a copy: several times faster than np.pad for these sizes
-        wide[name] = np.zeros((rows, width), dtype=array.dtype)
-        wide[name][:, :now] = array
-    return wide
 
 
 def overlapped(items: Sequence[T], make: Callable[[T], R], ahead: int = AHEAD) -> Generator[R, None, None]:
