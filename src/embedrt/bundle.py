@@ -20,15 +20,7 @@ from typing import Any
 
 from embedrt.errors import BundleError
 from embedrt.files import atomic_write
-
-# What a variant is lives in embedrt.variants; these names stay importable from here for older callers.
-from embedrt.variants import DEFAULT_ENGINE as DEFAULT_ENGINE
-from embedrt.variants import ENGINES as ENGINES
-from embedrt.variants import PRECISIONS as PRECISIONS
-from embedrt.variants import VARIANT_TABLE, export_flags
-from embedrt.variants import recipe_batch_invariant as recipe_batch_invariant
-from embedrt.variants import split_variant_name as split_variant_name
-from embedrt.variants import variant_name as variant_name
+from embedrt.variants import DEFAULT_ENGINE, VARIANT_TABLE, export_flags, recipe_batch_invariant
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "embedrt.json"
