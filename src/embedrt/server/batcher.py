@@ -134,7 +134,7 @@ class DynamicBatcher:
         """Bind to the running event loop; from now on requests start cycles. A GPU encoder's CUDA graphs move to
         the engine thread, the one that runs its batches (:meth:`Encoder.adopt_thread`)."""
         self._loop = asyncio.get_running_loop()
-        if getattr(self.encoder, "cuda_graphs", False):
+        if getattr(self.encoder, "cuda_graphs", False) is True:
             await self._loop.run_in_executor(self._engine, self.encoder.adopt_thread)
 
     async def stop(self) -> None:
