@@ -197,6 +197,10 @@ class BoundRunner:
         bound = self._binding_for(tuple(batch["input_ids"].shape))
         for name, value in bound.inputs.items():
             value.update_inplace(np.ascontiguousarray(batch[name], dtype=np.int64))
+        # update_inplace copies with a plain cudaMemcpy, whose DMA from pageable memory may still be under way
+        # when it returns, and the session runs on a stream of its own: wait for the copies, as ONNX Runtime's
+        # own IO-binding and CUDA-graph tests do before each run.
+        bound.binding.synchronize_inputs()
         return bound
 
     def execute(self, bound: _Bound, run_options: Any = None) -> None:
