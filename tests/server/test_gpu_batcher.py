@@ -8,6 +8,7 @@ import asyncio
 import threading
 
 import numpy as np
+import pytest
 
 from embedrt import Encoder
 from embedrt.export.sentences import PARITY_SENTENCES
@@ -107,3 +108,15 @@ def test_cuda_graphs_move_to_the_engine_thread(tiny_bundle):
     assert threads == {"embedrt-engine_0"}  # captured again there by start(), then replayed for the request
     graph, shape, _ = graphs.runs[-1]  # the request's run: one text, replaying its width's graph
     assert graph is not None and shape[0] == 1 and shape[1] in encoder.bucket_widths
+
+
+def test_serve_has_a_cuda_graphs_switch_that_needs_cuda(tiny_bundle):
+    from embedrt.errors import InputError
+    from embedrt.server.serve import load_models
+    from embedrt.server.settings import resolve_settings
+
+    assert resolve_settings({"bundle": str(tiny_bundle)}, environ={}).cuda_graphs is False
+    settings = resolve_settings({"bundle": str(tiny_bundle)}, environ={"EMBEDRT_CUDA_GRAPHS": "true"})
+    assert settings.cuda_graphs is True
+    with pytest.raises(InputError, match="cuda_graphs=True needs device='cuda'"):
+        load_models(settings)
