@@ -120,3 +120,18 @@ def test_serve_has_a_cuda_graphs_switch_that_needs_cuda(tiny_bundle):
     assert settings.cuda_graphs is True
     with pytest.raises(InputError, match="cuda_graphs=True needs device='cuda'"):
         load_models(settings)
+
+
+def test_a_gpu_cycle_is_planned_as_fewer_larger_runs(tiny_bundle):
+    from embedrt.runtime.batching import RUN_COST_TOKENS
+    from embedrt.runtime.overlap import GPU_RUN_COST_TOKENS
+
+    assert Encoder.load(tiny_bundle, precision="fp32", threads=1).run_cost_tokens == RUN_COST_TOKENS  # CPU as before
+    runs = {}
+    for cost in (RUN_COST_TOKENS, GPU_RUN_COST_TOKENS):
+        watched = Watched(gpu_style(tiny_bundle))
+        watched._encoder.run_cost_tokens = cost
+        batcher = DynamicBatcher(watched, max_batch_tokens=4096, max_wait_s=0.2)
+        asyncio.run(asyncio.wait_for(_serve(batcher, [TEXTS[i : i + 4] for i in range(0, len(TEXTS), 4)]), 120))
+        runs[cost] = len(watched.run_on)
+    assert runs[GPU_RUN_COST_TOKENS] < runs[RUN_COST_TOKENS]  # a GPU run costs a kernel-launch floor, not 16 tokens

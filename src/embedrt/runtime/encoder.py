@@ -17,12 +17,13 @@ from embedrt.bundle import Bundle, Manifest
 from embedrt.errors import EmbedrtWarning, InputError, InputTypeError
 from embedrt.runtime.backends.base import Backend, DevicePoolingBackend
 from embedrt.runtime.backends.select import Choice, choose, open_backend
-from embedrt.runtime.batching import LengthBuckets, pad_batch, plan_batches
+from embedrt.runtime.batching import RUN_COST_TOKENS, LengthBuckets, pad_batch, plan_batches
 from embedrt.runtime.cache import EmbeddingCache
 from embedrt.runtime.outputs import finish, output_options
 from embedrt.runtime.overlap import (
     GPU_BATCH_SIZE,
     GPU_MAX_BATCH_TOKENS,
+    GPU_RUN_COST_TOKENS,
     OVERLAP_CHUNK,
     bucket_width,
     bucket_widths,
@@ -103,6 +104,8 @@ class Encoder:
         #: What ``encode`` uses when the caller gives no ``batch_size`` / ``max_batch_tokens``.
         self.default_batch_size = 32
         self.default_max_batch_tokens: int | None = None
+        #: What one more engine run costs in padded tokens when the server plans a cycle (larger on a GPU).
+        self.run_cost_tokens: float = RUN_COST_TOKENS
         #: ``(rows, width, seconds)`` of each shape run at load to warm it (``device="cuda"``).
         self.warmed: list[tuple[int, int, float]] = []
         #: ``(rows, width, seconds)`` of each CUDA graph captured last (``Encoder.load(cuda_graphs=True)``).
@@ -208,6 +211,7 @@ class Encoder:
         """
         self.overlap = True
         self.default_batch_size, self.default_max_batch_tokens = GPU_BATCH_SIZE, GPU_MAX_BATCH_TOKENS
+        self.run_cost_tokens = GPU_RUN_COST_TOKENS
         if self.device == "cuda":
             self.bucket_widths = bucket_widths(self.max_seq_length)
             self.warm_shapes(self.bucket_widths)

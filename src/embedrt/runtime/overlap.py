@@ -41,6 +41,12 @@ OVERLAP_CHUNK = 1024
 #: host work was serial), NOT measured with device pooling and overlap: `embedrt bench --device cuda` will say.
 GPU_BATCH_SIZE = 256
 GPU_MAX_BATCH_TOKENS = 32768
+#: What one more engine run costs on a GPU, in padded tokens, when the server plans a cycle's runs
+#: (:func:`~embedrt.runtime.batching.plan_runs`; the CPU's is 16). A guess from the H200 figures, NOT measured
+#: with the planner: fp16 batch 1 took 0.41 ms on the engine alone, the time of ~1,400 tokens at its batch-128
+#: rate (148K sentences/s of 24 tokens), so a run costs about a thousand tokens of work. Step 04d of
+#: tests/e2e/gpu/check_on_gpu.sh compares it with the CPU's value.
+GPU_RUN_COST_TOKENS = 1024
 #: Row counts that get a CUDA graph at each bucket width with ``Encoder.load(cuda_graphs=True)``: one text, the lone
 #: request, where launching ~100 kernels one by one is most of the time (issue 23 measured fp16 batch-1 p50 at
 #: 0.41 ms for the engine alone and 1.21 ms through ``encode``). Bigger batches are bound by the kernels themselves.

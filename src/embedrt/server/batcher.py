@@ -360,7 +360,10 @@ class DynamicBatcher:
         """
         encodings = [job.encodings[index] for job, index in rows]
         plan = plan_runs(
-            [len(encoding.ids) for encoding in encodings], self.max_batch_tokens, buckets=self.encoder.buckets
+            [len(encoding.ids) for encoding in encodings],
+            self.max_batch_tokens,
+            self.encoder.run_cost_tokens,  # a run costs more on a GPU
+            buckets=self.encoder.buckets,
         )
         failed: set[_Job] = set()
         for batch in self.encoder.packed(encodings, plan):  # on a GPU: the next run padded while this one runs
