@@ -151,3 +151,19 @@ def test_bench_device_cuda_reports_both_precisions(tiny_fp16_bundle):
     report = json.loads(result.stdout)
     assert set(report["results"]) == {"fp16", "fp32"} and report["machine"]["gpu"]
     assert all(figures["pools_on_device"] for figures in report["results"].values())
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs an NVIDIA GPU and onnxruntime-gpu")
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+def test_cuda_graphs_give_the_vectors_of_the_normal_session(fp16_bundle, precision):
+    """One text at each bucket width replays a captured CUDA graph; its vector is the normal session's."""
+    plain = Encoder.load(fp16_bundle, precision=precision, device="cuda")
+    graphed = Encoder.load(fp16_bundle, precision=precision, device="cuda", cuda_graphs=True)
+    assert graphed.cuda_graphs, graphed.backend.graphs_off  # ONNX Runtime accepted the graph session
+    assert len(graphed.graphed) == len(graphed.bucket_widths)
+    texts = [*TEXTS, "长" * (graphed.max_seq_length + 10)]  # up to the widest bucket
+    alone = np.stack([graphed.encode(text) for text in texts])  # each replays its width's graph
+    np.testing.assert_allclose(alone, np.stack([plain.encode(text) for text in texts]), atol=1e-5)
+    assert cosine_rows(alone, plain.encode(texts, batch_size=16)).min() >= 0.9999  # a batch: no graph
+    again = np.stack([graphed.encode(text) for text in texts[:4]])  # replays read the new inputs
+    np.testing.assert_array_equal(again, alone[:4])

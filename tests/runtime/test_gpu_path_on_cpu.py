@@ -10,30 +10,17 @@ import threading
 from types import SimpleNamespace
 
 import numpy as np
-import onnxruntime
 import pytest
 
 from embedrt import Encoder
 from embedrt.export.validate import cosine_rows
-from embedrt.runtime.backends.ort_cuda import OrtCudaBackend
 from embedrt.runtime.batching import pad_batch
 from embedrt.runtime.overlap import bucket_width, bucket_widths, overlapped
+from tests.fixtures.gpu_style import gpu_style
 from tests.helpers import TEST_TEXTS
 
 TEXTS = [t for t in TEST_TEXTS if t.strip()]
 SAME = 1 - 1e-6
-
-
-def _gpu_style(bundle, pooled: bool = True) -> Encoder:
-    """An fp32 encoder on the CPU wired as ``device="cuda"`` wires it, but with the CPU provider."""
-    encoder = Encoder.load(bundle, precision="fp32")
-    variant = encoder.bundle.manifest.variants["fp32"]
-    session = onnxruntime.InferenceSession(str(encoder.bundle.variant_path("fp32")), providers=["CPUExecutionProvider"])
-    output = variant.pooled_output if pooled else None
-    encoder.backend = OrtCudaBackend.on_session(session, "cpu", pooled_output=output)
-    encoder.overlap = True
-    encoder.bucket_widths = bucket_widths(encoder.max_seq_length)
-    return encoder
 
 
 def test_the_cpu_default_is_unchanged(tiny_bundle):
@@ -45,14 +32,14 @@ def test_the_cpu_default_is_unchanged(tiny_bundle):
 
 def test_device_pooling_and_overlap_give_the_cpu_vectors_in_order(tiny_bundle):
     reference = Encoder.load(tiny_bundle, precision="fp32").encode(TEXTS, batch_size=3)
-    encoder = _gpu_style(tiny_bundle)
+    encoder = gpu_style(tiny_bundle)
     assert encoder.backend.pools_on_device
     got = encoder.encode(TEXTS, batch_size=3)  # several batches through the helper thread
     assert cosine_rows(got, reference).min() >= SAME
 
 
 def test_the_pooled_output_is_what_runs(tiny_bundle, monkeypatch):
-    encoder = _gpu_style(tiny_bundle)
+    encoder = gpu_style(tiny_bundle)
 
     def unpooled(batch):
         raise AssertionError("the unpooled output was read")
@@ -62,16 +49,16 @@ def test_the_pooled_output_is_what_runs(tiny_bundle, monkeypatch):
 
 
 def test_alone_equals_in_a_batch_with_buckets_and_device_pooling(tiny_bundle):
-    encoder = _gpu_style(tiny_bundle)
+    encoder = gpu_style(tiny_bundle)
     together = encoder.encode(TEXTS, batch_size=len(TEXTS))
     alone = np.stack([encoder.encode(text) for text in TEXTS])
     assert cosine_rows(alone, together).min() >= SAME
 
 
 def test_a_bucket_does_not_change_a_vector(tiny_bundle):
-    plain = _gpu_style(tiny_bundle, pooled=False)
+    plain = gpu_style(tiny_bundle, pooled=False)
     plain.bucket_widths = ()
-    bucketed = _gpu_style(tiny_bundle, pooled=False)
+    bucketed = gpu_style(tiny_bundle, pooled=False)
     bucketed.bucket_widths = (plain.max_seq_length,)  # every batch padded to the longest width
     assert cosine_rows(bucketed.encode(TEXTS), plain.encode(TEXTS)).min() >= SAME
 
@@ -82,13 +69,13 @@ def test_a_bucket_does_not_change_a_vector(tiny_bundle):
 )
 def test_normalization_truncation_and_prompts_still_apply(tiny_bundle, options):
     reference = Encoder.load(tiny_bundle, precision="fp32").encode(TEXTS, **options)
-    got = _gpu_style(tiny_bundle).encode(TEXTS, **options)
+    got = gpu_style(tiny_bundle).encode(TEXTS, **options)
     assert got.shape == reference.shape
     np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-5)
 
 
 def test_a_kept_buffer_is_never_handed_out(tiny_bundle):
-    encoder = _gpu_style(tiny_bundle)
+    encoder = gpu_style(tiny_bundle)
     (first,) = encoder.batches(encoder.tokenize(["花呗怎么还款", "今天天气不错"]), 8)
     (second,) = encoder.batches(encoder.tokenize(["我想退货", "订单在哪里"]), 8)
     assert first.inputs["input_ids"].shape == second.inputs["input_ids"].shape  # one kept binding
@@ -99,7 +86,7 @@ def test_a_kept_buffer_is_never_handed_out(tiny_bundle):
 
 
 def test_the_resident_runner_runs_again_without_copying(tiny_bundle):
-    encoder = _gpu_style(tiny_bundle)
+    encoder = gpu_style(tiny_bundle)
     batch = encoder.batches(encoder.tokenize(TEXTS[:4]), 8)[0]
     again = encoder.backend.resident(batch.inputs)
     again()
@@ -107,7 +94,7 @@ def test_the_resident_runner_runs_again_without_copying(tiny_bundle):
 
 
 def test_defaults_come_from_the_encoder(tiny_bundle):
-    encoder = _gpu_style(tiny_bundle)
+    encoder = gpu_style(tiny_bundle)
     encoder.default_batch_size = 3
     sizes: list[int] = []
     encoder.encode(TEXTS, progress=sizes.append)
@@ -115,7 +102,7 @@ def test_defaults_come_from_the_encoder(tiny_bundle):
 
 
 def test_warm_shapes_runs_each_shape_once(tiny_bundle):
-    encoder = _gpu_style(tiny_bundle)
+    encoder = gpu_style(tiny_bundle)
     took = encoder.warm_shapes((8, 16), rows=(1, 3))
     assert [(rows, width) for rows, width, _ in took] == [(1, 8), (3, 8), (1, 16), (3, 16)]
     assert encoder.warmed == took
@@ -163,7 +150,7 @@ def test_many_texts_are_tokenized_a_chunk_at_a_time_on_the_helper_thread(tiny_bu
     monkeypatch.setattr(encoder_module, "OVERLAP_CHUNK", 4)
     texts = [f"{text}{i}" for i, text in enumerate(TEXTS * 3)]
     reference = Encoder.load(tiny_bundle, precision="fp32").encode(texts, batch_size=3)
-    encoder = _gpu_style(tiny_bundle)
+    encoder = gpu_style(tiny_bundle)
     chunks = []
     tokenize = encoder.tokenize
     monkeypatch.setattr(encoder, "tokenize", lambda items: chunks.append(len(items)) or tokenize(items))
@@ -179,13 +166,13 @@ def test_a_bad_text_in_a_later_chunk_is_named_by_its_index(tiny_bundle, monkeypa
     monkeypatch.setattr(encoder_module, "OVERLAP_CHUNK", 4)
     texts = TEXTS[:6] + ["bad \ud800 text"]
     with pytest.raises(InputError, match=r"texts\[6\] is not valid Unicode"):
-        _gpu_style(tiny_bundle).encode(texts)
+        gpu_style(tiny_bundle).encode(texts)
 
 
 def test_an_engine_error_stops_the_helper_thread(tiny_bundle, monkeypatch):
     from embedrt.errors import BackendError
 
-    encoder = _gpu_style(tiny_bundle)
+    encoder = gpu_style(tiny_bundle)
     before = threading.active_count()
 
     def broken(batch):
@@ -198,7 +185,7 @@ def test_an_engine_error_stops_the_helper_thread(tiny_bundle, monkeypatch):
 
 
 def test_batches_are_padded_off_the_thread_that_runs_the_engine(tiny_bundle, monkeypatch):
-    encoder = _gpu_style(tiny_bundle)
+    encoder = gpu_style(tiny_bundle)
     padded_on, run_on = set(), set()
     pack, run = encoder._pack_one, encoder.backend.run_pooled
 

@@ -61,3 +61,27 @@ def test_distinct_texts_makes_new_ones_when_the_workload_repeats():
     texts = distinct_texts(["a", "b", "a", "c"], 8)
     assert len(texts) == len(set(texts)) == 8 and texts[:3] == ["a", "b", "c"]
     assert distinct_texts(["a", "b"], 1) == ["a"]
+
+
+def test_the_cuda_graph_line_says_their_latency_or_why_they_are_off():
+    from embedrt.tools.device_bench import format_rows
+
+    latency = {"p50_ms": 0.5, "p99_ms": 0.9, "max_ms": 2.0}
+    result = {
+        "backend": "onnxruntime-cuda",
+        "pools_on_device": True,
+        "load_s": 1.0,
+        "warm_up": {"shapes": 40, "seconds": 0.5},
+        "latency_texts": 300,
+        "first_pass": latency,
+        "warm": latency,
+        "first_over_warm_p99": 1.0,
+        "batches": [],
+    }
+    on = {"on": True, "graphs": 20, "capture_s": 0.4, "first_pass": latency, "warm": latency, "load_s": 2.0}
+    assert "with CUDA graphs (20 captured in 0.40 s): batch-1 first pass p50 0.50" in "\n".join(
+        format_rows("fp16", {**result, "cuda_graphs": on})
+    )
+    off = {"on": False, "why_off": "the graph has a Memcpy node", "load_s": 2.0}
+    assert "  CUDA graphs off: the graph has a Memcpy node" in format_rows("fp16", {**result, "cuda_graphs": off})
+    assert not any("graphs" in line for line in format_rows("fp32", {**result, "cuda_graphs": None}))

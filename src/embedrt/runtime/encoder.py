@@ -17,15 +17,17 @@ from embedrt.bundle import Bundle, Manifest
 from embedrt.errors import EmbedrtWarning, InputError, InputTypeError
 from embedrt.runtime.backends.base import Backend, DevicePoolingBackend
 from embedrt.runtime.backends.select import Choice, choose, open_backend
-from embedrt.runtime.batching import LengthBuckets, pad_batch, plan_batches
+from embedrt.runtime.batching import RUN_COST_TOKENS, LengthBuckets, pad_batch, plan_batches
 from embedrt.runtime.cache import EmbeddingCache
 from embedrt.runtime.outputs import finish, output_options
 from embedrt.runtime.overlap import (
     GPU_BATCH_SIZE,
     GPU_MAX_BATCH_TOKENS,
+    GPU_RUN_COST_TOKENS,
     OVERLAP_CHUNK,
     bucket_width,
     bucket_widths,
+    graph_shapes,
     overlapped,
     warm_shapes,
 )
@@ -102,8 +104,12 @@ class Encoder:
         #: What ``encode`` uses when the caller gives no ``batch_size`` / ``max_batch_tokens``.
         self.default_batch_size = 32
         self.default_max_batch_tokens: int | None = None
+        #: What one more engine run costs in padded tokens when the server plans a cycle (larger on a GPU).
+        self.run_cost_tokens: float = RUN_COST_TOKENS
         #: ``(rows, width, seconds)`` of each shape run at load to warm it (``device="cuda"``).
         self.warmed: list[tuple[int, int, float]] = []
+        #: ``(rows, width, seconds)`` of each CUDA graph captured last (``Encoder.load(cuda_graphs=True)``).
+        self.graphed: list[tuple[int, int, float]] = []
         #: Padded widths by a text's own length (``Encoder.load(buckets=True)``); ``None``: pad to the batch.
         self.buckets = buckets
         #: Engine instances that run batches side by side when a call has several (``Encoder.load(streams=N)``).
@@ -127,6 +133,7 @@ class Encoder:
         buckets: bool = False,
         warmup: bool = False,
         streams: int | None = None,
+        cuda_graphs: bool = False,
     ) -> Encoder:
         """Open a bundle and start its engine.
 
@@ -153,8 +160,14 @@ class Encoder:
         ``streams``: engine instances that run the batches of one ``encode`` call side by side, sharing the
         threads (:mod:`embedrt.runtime.streams`; ``None`` picks from the threads, 1 turns it off); a one-batch
         call runs on the single-stream engine with every thread, and a text's vector is the same on either.
+        ``cuda_graphs`` (``device="cuda"`` only; off by default until measured on a GPU): one text at each bucket width
+        runs as a captured CUDA graph (:class:`~embedrt.runtime.backends.ort_cuda.GraphRunner`), on the thread that
+        loaded the encoder or last called :meth:`adopt_thread`; other shapes and threads run as without. Where ONNX
+        Runtime refuses graphs for the bundle, they stay off with an :class:`EmbedrtWarning` saying why.
         """
         _check_counts(threads, cache_size, streams)
+        if cuda_graphs and device != "cuda":
+            raise InputError(f"cuda_graphs=True needs device='cuda' (ONNX Runtime's CUDA provider), not {device!r}")
         opened = Bundle.open(bundle)
         choice = choose(opened, precision, engine, device, batch_invariant)
         manifest = opened.manifest
@@ -169,7 +182,7 @@ class Encoder:
         if device == "cpu":
             encoder._plan_streams(choice, streams, threads or default_threads(), spin, unfused)
         else:
-            encoder._prepare_gpu()
+            encoder._prepare_gpu(cuda_graphs)
         if warmup:
             encoder.warm_up()
         return encoder
@@ -190,16 +203,40 @@ class Encoder:
 
         self._open_streams = open_streams
 
-    def _prepare_gpu(self) -> None:
-        """Overlap, GPU batch defaults, and on CUDA padded-width buckets each run once now (see :mod:`.overlap`).
+    def _prepare_gpu(self, cuda_graphs: bool = False) -> None:
+        """Overlap, GPU batch defaults, and on CUDA padded-width buckets each run once now (see :mod:`.overlap`),
+        then, if asked, their CUDA graphs captured.
 
         TensorRT gets no buckets: its engine's profile bounds the widths, and a bucket could pass the bound.
         """
         self.overlap = True
         self.default_batch_size, self.default_max_batch_tokens = GPU_BATCH_SIZE, GPU_MAX_BATCH_TOKENS
+        self.run_cost_tokens = GPU_RUN_COST_TOKENS
         if self.device == "cuda":
             self.bucket_widths = bucket_widths(self.max_seq_length)
             self.warm_shapes(self.bucket_widths)
+            if cuda_graphs:
+                self.capture_graphs()
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """Whether some batches replay CUDA graphs (asked for at load and accepted by ONNX Runtime)."""
+        return getattr(self.backend, "graphs", None) is not None
+
+    def capture_graphs(self) -> list[tuple[int, int, float]]:
+        """Capture CUDA graphs of :func:`~.overlap.graph_shapes` on the calling thread (see :meth:`adopt_thread`)."""
+        enable = getattr(self.backend, "enable_graphs", None)
+        if enable is None:
+            return []
+        self.graphed = enable(graph_shapes(self.bucket_widths))
+        return self.graphed
+
+    def adopt_thread(self) -> None:
+        """Make the calling thread the one whose batches replay this encoder's CUDA graphs, capturing them again
+        here (ONNX Runtime keeps a graph per thread): the server calls it on its engine thread. A no-op without
+        graphs."""
+        if self.cuda_graphs:
+            self.capture_graphs()
 
     def warm_shapes(self, widths: Sequence[int], rows: Sequence[int] | None = None) -> list[tuple[int, int, float]]:
         """Run each ``rows`` x ``widths`` shape once (default rows: one text and a default batch), so that a
@@ -238,6 +275,13 @@ class Encoder:
     def pack(self, encodings: Sequence[Encoding], plan: Sequence[np.ndarray]) -> list[EncodedBatch]:
         """Padded engine inputs for each group of positions in ``plan`` (from a planner in :mod:`.batching`)."""
         return [self._pack_one(encodings, positions) for positions in plan]
+
+    def packed(self, encodings: Sequence[Encoding], plan: Sequence[np.ndarray]) -> list[EncodedBatch] | Batches:
+        """:meth:`pack`; on a GPU, a plan of several runs is padded a run at a time on a helper thread while the
+        device runs the run before (:func:`~.overlap.overlapped`), for ``encode`` and the server's cycles alike."""
+        if self.overlap and len(plan) > 1:
+            return overlapped(plan, lambda positions: self._pack_one(encodings, positions))
+        return self.pack(encodings, plan)
 
     def _pack_one(self, encodings: Sequence[Encoding], positions: np.ndarray) -> EncodedBatch:
         """One padded batch: to its longest text, with :attr:`buckets` to that text's bucket width, and on CUDA
@@ -395,9 +439,7 @@ class Encoder:
             keys, todo = self.cache.fill([encoding.ids for encoding in encodings], normalized, output)
         pending = [encodings[i] for i in todo]
         plan = plan_batches([len(encoding.ids) for encoding in pending], batch_size, max_batch_tokens, self.buckets)
-        if self.overlap:
-            return todo, keys, overlapped(plan, lambda positions: self._pack_one(pending, positions))
-        return todo, keys, self.pack(pending, plan)
+        return todo, keys, self.packed(pending, plan)
 
     def _results(self, batches: Batches | list[EncodedBatch], normalized: bool) -> Generator[Results, None, None]:
         """Each batch with its vectors, in order: batches planned up front run on the streams when there are

@@ -8,6 +8,10 @@
   shapes instead of every length; the attention mask keeps padded positions out of every vector.
 - :func:`warm_shapes` runs each of those widths once at load, so that the first request of each width does not
   pay for the provider's first-run work on that shape (issue 23 measured the stall a new length costs, docs/gpu.md).
+- :func:`graph_shapes` names the shapes that get a CUDA graph when asked for (one text at each width).
+
+The server uses the same pieces: a cycle of several runs pads each on the helper thread while the device runs
+the one before (``Encoder.packed``, called by ``server/batcher.py``).
 
 Used for ``device="cuda"`` (buckets and warm-up) and ``"tensorrt"`` (overlap only: its engine profile fixes
 the widths it takes). The CPU path does none of this.
@@ -37,6 +41,16 @@ OVERLAP_CHUNK = 1024
 #: host work was serial), NOT measured with device pooling and overlap: `embedrt bench --device cuda` will say.
 GPU_BATCH_SIZE = 256
 GPU_MAX_BATCH_TOKENS = 32768
+#: What one more engine run costs on a GPU, in padded tokens, when the server plans a cycle's runs
+#: (:func:`~embedrt.runtime.batching.plan_runs`; the CPU's is 16). A guess from the H200 figures, NOT measured
+#: with the planner: fp16 batch 1 took 0.41 ms on the engine alone, the time of ~1,400 tokens at its batch-128
+#: rate (148K sentences/s of 24 tokens), so a run costs about a thousand tokens of work. Step 04d of
+#: tests/e2e/gpu/check_on_gpu.sh compares it with the CPU's value.
+GPU_RUN_COST_TOKENS = 1024
+#: Row counts that get a CUDA graph at each bucket width with ``Encoder.load(cuda_graphs=True)``: one text, the lone
+#: request, where launching ~100 kernels one by one is most of the time (issue 23 measured fp16 batch-1 p50 at
+#: 0.41 ms for the engine alone and 1.21 ms through ``encode``). Bigger batches are bound by the kernels themselves.
+GRAPH_ROWS = (1,)
 
 
 def bucket_widths(max_seq_length: int) -> tuple[int, ...]:
@@ -47,6 +61,11 @@ def bucket_widths(max_seq_length: int) -> tuple[int, ...]:
 def bucket_width(width: int, widths: Sequence[int]) -> int:
     """The smallest of ``widths`` at least ``width`` (``width`` itself when none is)."""
     return next((w for w in widths if w >= width), width)
+
+
+def graph_shapes(widths: Sequence[int], rows: Sequence[int] = GRAPH_ROWS) -> list[tuple[int, int]]:
+    """The ``(rows, width)`` shapes that get a CUDA graph: each of ``rows`` at each of ``widths``."""
+    return [(count, width) for width in widths for count in rows]
 
 
 def overlapped(items: Sequence[T], make: Callable[[T], R], ahead: int = AHEAD) -> Generator[R, None, None]:

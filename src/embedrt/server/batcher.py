@@ -131,8 +131,11 @@ class DynamicBatcher:
 
     # ------------------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Bind to the running event loop; from now on requests start cycles."""
+        """Bind to the running event loop; from now on requests start cycles. A GPU encoder's CUDA graphs move to
+        the engine thread, the one that runs its batches (:meth:`Encoder.adopt_thread`)."""
         self._loop = asyncio.get_running_loop()
+        if getattr(self.encoder, "cuda_graphs", False) is True:
+            await self._loop.run_in_executor(self._engine, self.encoder.adopt_thread)
 
     async def stop(self) -> None:
         """Finish every queued request (a fixed wait ends at once), then stop the engine thread."""
@@ -357,10 +360,13 @@ class DynamicBatcher:
         """
         encodings = [job.encodings[index] for job, index in rows]
         plan = plan_runs(
-            [len(encoding.ids) for encoding in encodings], self.max_batch_tokens, buckets=self.encoder.buckets
+            [len(encoding.ids) for encoding in encodings],
+            self.max_batch_tokens,
+            self.encoder.run_cost_tokens,  # a run costs more on a GPU
+            buckets=self.encoder.buckets,
         )
         failed: set[_Job] = set()
-        for batch in self.encoder.pack(encodings, plan):
+        for batch in self.encoder.packed(encodings, plan):  # on a GPU: the next run padded while this one runs
             picked = [rows[position] for position in batch.positions]
             now = time.monotonic()
             for job, _ in picked:

@@ -138,6 +138,7 @@ def load_models(settings: ServerSettings) -> tuple[list[Served], int]:
             spin=False,  # idle between requests: spinning threads would burn the CPU the batches need
             batch_invariant=settings.batch_invariant,
             buckets=settings.length_buckets,
+            cuda_graphs=settings.cuda_graphs,
             streams=1,  # the batcher runs each engine run on its engine thread; --workers adds processes
         )
         served.append(Served(encoder, name or (settings.served_model_name if len(specs) == 1 else None)))

@@ -96,6 +96,8 @@ class ServerSettings:
     #: (:class:`~embedrt.runtime.batching.LengthBuckets`): OpenVINO int8 then keeps its fused attention, still
     #: batch-invariant. Off by default: mixed-length cycles split into more, smaller runs (docs/openvino.md).
     length_buckets: bool = False
+    #: ``device=cuda``: one text at each padded width replays a captured CUDA graph (docs/gpu.md; off until measured).
+    cuda_graphs: bool = False
     #: Embeddings of texts already seen kept in memory and answered without the engine (0: off).
     #: 10,000 vectors of 768 floats are about 31 MB plus keys, a fraction of the model; FAQ traffic's
     #: hot set of distinct questions is usually a few thousand.
@@ -206,6 +208,13 @@ OPTIONS: tuple[Option, ...] = (
         boolean,
         "pad each text to a width set by its own length, runs of one width: OpenVINO int8 keeps its fused attention "
         "and stays batch-invariant (faster for one text, more runs under mixed traffic)",
+        "BOOL",
+    ),
+    Option(
+        "cuda_graphs",
+        boolean,
+        "with --device cuda: one text at each padded width replays a captured CUDA graph (less launch overhead; "
+        "off by default until measured on a GPU, see docs/gpu.md)",
         "BOOL",
     ),
     Option("cache_size", whole_number(0), "embeddings of texts already seen kept in memory (0: no cache)"),

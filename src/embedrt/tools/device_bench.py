@@ -138,6 +138,7 @@ def measure_device(bundle: str, precision: str, texts: Sequence[str], settings: 
             }
         )
     warmed = encoder.warmed
+    graphs = _graph_latencies(bundle, precision, singles) if settings.device == "cuda" else None
     return {
         "precision": encoder.precision,
         "backend": encoder.backend.name,
@@ -149,6 +150,26 @@ def measure_device(bundle: str, precision: str, texts: Sequence[str], settings: 
         "warm": warm,
         "first_over_warm_p99": first["p99_ms"] / warm["p99_ms"],
         "batches": rows,
+        "cuda_graphs": graphs,
+    }
+
+
+def _graph_latencies(bundle: str, precision: str, singles: Sequence[str]) -> dict[str, Any]:
+    """Batch-1 latency again with ``cuda_graphs=True`` (one text at each width replays a captured graph)."""
+    from embedrt import Encoder
+
+    started = time.perf_counter()
+    encoder = Encoder.load(bundle, precision=precision, device="cuda", cuda_graphs=True)
+    load_s = time.perf_counter() - started
+    if not encoder.cuda_graphs:
+        return {"on": False, "why_off": getattr(encoder.backend, "graphs_off", ""), "load_s": load_s}
+    return {
+        "on": True,
+        "load_s": load_s,
+        "graphs": len(encoder.graphed),
+        "capture_s": sum(s for _, _, s in encoder.graphed),
+        "first_pass": _latencies(encoder, singles),
+        "warm": _latencies(encoder, singles),
     }
 
 
@@ -244,6 +265,15 @@ def format_rows(precision: str, result: dict[str, Any]) -> list[str]:
         f"{first['p99_ms']:.2f} ms, again p50 {warm['p50_ms']:.2f} / p99 {warm['p99_ms']:.2f} ms "
         f"(first/warm p99 {result['first_over_warm_p99']:.2f}x)",
     ]
+    graphs = result.get("cuda_graphs")
+    if graphs and graphs["on"]:
+        lines.append(
+            f"  with CUDA graphs ({graphs['graphs']} captured in {graphs['capture_s']:.2f} s): batch-1 first pass p50 "
+            f"{graphs['first_pass']['p50_ms']:.2f} / p99 {graphs['first_pass']['p99_ms']:.2f} ms, again p50 "
+            f"{graphs['warm']['p50_ms']:.2f} / p99 {graphs['warm']['p99_ms']:.2f} ms"
+        )
+    elif graphs:
+        lines.append(f"  CUDA graphs off: {graphs['why_off']}")
     for row in result["batches"]:
         lines.append(
             f"  batch {row['batch_size']:5d}: engine alone {row['engine_sent_per_s']:9.0f} sent/s, encode "

@@ -9,7 +9,8 @@
 # read from the provider; a stand-in model (full-size DMetaSoul with the real vocabulary when
 # shared/data or ../shared/data exists, else the tiny one) exported to fp32 + fp16; parity and batch
 # invariance on CUDA (the encode path: device pooling, buckets warmed at load, overlap); the graph's mean
-# pooling against NumPy pooling of the same GPU output; a process that cannot import torch starting the CUDA
+# pooling against NumPy pooling of the same GPU output; CUDA graphs (one text a width) against the normal session;
+# the server's batcher on CUDA, its runs padded ahead or not; a process that cannot import torch starting the CUDA
 # provider (with embedrt's preload_dlls() call, and without it to show what it is for); `embedrt bench
 # --device cuda` (figures to $OUT/bench-cuda.json); `pytest -m gpu tests` when pytest is installed.
 # Each step is bounded, reports, and the next one runs whatever happened; the whole run stays within
@@ -77,6 +78,10 @@ fi
 if [ -f "$BUNDLE/embedrt.json" ]; then
   step 04-cuda-parity 120 "$PY" tests/e2e/gpu/gpu_checks.py cuda --bundle "$BUNDLE" ${DATA_ARGS[@]+"${DATA_ARGS[@]}"}
   step 04b-device-pooling 90 "$PY" tests/e2e/gpu/gpu_checks.py pooling --bundle "$BUNDLE" ${DATA_ARGS[@]+"${DATA_ARGS[@]}"}
+  # CUDA graphs of one text a width: accepted by ONNX Runtime, the normal session's vectors, batch-1 latency.
+  step 04c-cuda-graphs 60 "$PY" tests/e2e/gpu/gpu_checks.py graphs --bundle "$BUNDLE" ${DATA_ARGS[@]+"${DATA_ARGS[@]}"}
+  # The server's batcher on CUDA with and without its runs padded ahead: encode's vectors, sent/s (figures).
+  step 04d-serve-overlap 60 "$PY" tests/e2e/gpu/gpu_checks.py serve --bundle "$BUNDLE" ${DATA_ARGS[@]+"${DATA_ARGS[@]}"}
   # A torch-free process as a pip install lays it out: onnxruntime beside pip's nvidia/ packages.
   SITE=""
   if step 05-pip-layout 30 "$PY" tests/e2e/gpu/gpu_checks.py pip-layout --into "$WORK/site"; then

@@ -6,6 +6,8 @@
     python tests/e2e/gpu/gpu_checks.py no-torch --bundle BUNDLE [--skip-preload]
     python tests/e2e/gpu/gpu_checks.py pip-layout --into DIR
     python tests/e2e/gpu/gpu_checks.py pooling --bundle BUNDLE [--data DIR]
+    python tests/e2e/gpu/gpu_checks.py graphs --bundle BUNDLE [--data DIR]
+    python tests/e2e/gpu/gpu_checks.py serve --bundle BUNDLE [--data DIR]
     python tests/e2e/gpu/gpu_checks.py bench --bundle BUNDLE --json-out FILE [--data DIR]
 
 Each prints what it measured and exits 0 when its check holds, 1 when not. ``--data`` is a folder
@@ -212,6 +214,135 @@ def pooling(args: argparse.Namespace) -> bool:
     return ok
 
 
+def _batch1_ms(encoder: Any, texts: list[str]) -> tuple[float, float]:
+    taken = []
+    for text in texts:
+        started = time.perf_counter()
+        encoder.encode(text)
+        taken.append((time.perf_counter() - started) * 1e3)
+    taken.sort()
+    return taken[len(taken) // 2], taken[min(len(taken) - 1, int(len(taken) * 0.99))]
+
+
+def _graphs_precision(bundle: Path, precision: str, texts: list[str]) -> bool:
+    import numpy as np
+
+    from embedrt import Encoder
+    from embedrt.export.validate import cosine_rows
+
+    plain = Encoder.load(bundle, precision=precision, device="cuda")
+    started = time.perf_counter()
+    graphed = Encoder.load(bundle, precision=precision, device="cuda", cuda_graphs=True)
+    load_s = time.perf_counter() - started
+    if not graphed.cuda_graphs:
+        print(f"FAIL {precision}: CUDA graphs off: {graphed.backend.graphs_off}")
+        return False
+    singles = [*texts[:64], "长" * (graphed.max_seq_length + 10)]  # up to the widest bucket
+    alone = np.stack([graphed.encode(text) for text in singles])
+    reference = np.stack([plain.encode(text) for text in singles])
+    worst = float(cosine_rows(alone, reference).min())
+    largest = float(np.abs(alone - reference).max())
+    again = np.stack([graphed.encode(text) for text in singles[:8]])
+    replayed = bool(np.array_equal(again, alone[:8]))
+    first = _batch1_ms(graphed, texts), _batch1_ms(plain, texts)
+    warm = _batch1_ms(graphed, texts), _batch1_ms(plain, texts)
+    fits = worst >= 1 - 1e-6 and replayed
+    print(
+        f"{'PASS' if fits else 'FAIL'} {precision}: {len(graphed.graphed)} graphs captured in "
+        f"{sum(s for _, _, s in graphed.graphed):.2f} s (load {load_s:.2f} s); one text alone, graph vs normal "
+        f"session, n={len(singles)}: min cos {worst:.9f}, max |diff| {largest:.2e}; replays repeat: {replayed}"
+    )
+    print(
+        f"  batch-1 over {len(texts)} texts, graphs / no graphs: first pass p50 {first[0][0]:.3f} / "
+        f"{first[1][0]:.3f} ms, p99 {first[0][1]:.3f} / {first[1][1]:.3f} ms; again p50 {warm[0][0]:.3f} / "
+        f"{warm[1][0]:.3f} ms, p99 {warm[0][1]:.3f} / {warm[1][1]:.3f} ms"
+    )
+    return fits
+
+
+def graphs(args: argparse.Namespace) -> bool:
+    """CUDA graphs of one text at each bucket width: accepted, same vectors as without, and their batch-1 latency."""
+    texts = _texts(args.data, 300)
+    ok = True
+    for precision in ("fp16", "fp32"):
+        try:
+            fits = _graphs_precision(args.bundle, precision, texts)
+        except Exception as err:  # report and go on to the other precision
+            print(f"FAIL {precision}: {type(err).__name__}: {err}")
+            fits = False
+        ok = ok and fits
+    print(f"RESULT: {'PASS' if ok else 'FAIL'} CUDA graphs give the normal session's vectors")
+    return ok
+
+
+async def _drive(encoder: Any, requests: list[list[str]], clients: int, max_batch_tokens: int) -> tuple[Any, ...]:
+    """Requests sent by ``clients`` concurrent clients through the server's batcher (no HTTP)."""
+    import asyncio
+
+    from embedrt.server.batcher import DynamicBatcher
+
+    batcher = DynamicBatcher(encoder, max_batch_tokens=max_batch_tokens)
+    await batcher.start()
+    todo = list(enumerate(requests))
+    results: list[Any] = [None] * len(requests)
+
+    async def client() -> None:
+        while todo:
+            index, texts = todo.pop()
+            results[index] = await batcher.embed(await batcher.tokenize(texts), normalize=True)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    took = time.perf_counter() - started
+    await batcher.stop()
+    samples = batcher.metrics.batch_size.collect()[0].samples
+    runs = int(next(sample.value for sample in samples if sample.name.endswith("_count")))
+    return results, took, batcher.cycles, runs
+
+
+def serve(args: argparse.Namespace) -> bool:
+    """The server's batcher on CUDA: its runs padded ahead on the helper thread or not, a run costed as on a GPU or
+    as on the CPU when planning a cycle: encode's vectors every time, sent/s as figures."""
+    import asyncio
+
+    import numpy as np
+
+    from embedrt import Encoder
+    from embedrt.export.validate import cosine_rows
+
+    texts = _texts(args.data, 3000)
+    requests = [texts[i : i + 1 + i % 8] for i in range(0, len(texts), 5)]
+    sent = sum(len(r) for r in requests)
+    try:
+        encoder = Encoder.load(args.bundle, precision="fp16", device="cuda")
+    except Exception as err:  # one line for the summary
+        print(f"RESULT: FAIL the batcher on CUDA: {type(err).__name__}: {err}")
+        return False
+    reference = encoder.encode(texts)
+    where = {text: i for i, text in enumerate(texts)}
+    ok = True
+    gpu_cost = encoder.run_cost_tokens
+    rounds = [("warm-up round", True, gpu_cost), ("off", False, gpu_cost), ("on", True, gpu_cost), ("on", True, 16)]
+    for budget in (2048, 16384):
+        for overlap, padded_ahead, run_cost in rounds:  # the first round meets the runs' new shapes
+            encoder.overlap = padded_ahead  # Encoder.packed: a cycle's runs padded on the helper thread, or not
+            encoder.run_cost_tokens = run_cost  # what a run costs when the batcher plans a cycle (16: the CPU's)
+            results, took, cycles, runs = asyncio.run(_drive(encoder, requests, 64, budget))
+            got = np.concatenate(results)
+            expected = reference[[where[text] for texts_ in requests for text in texts_]]
+            worst = float(cosine_rows(got, expected).min())
+            ok = ok and worst >= 0.9999
+            print(
+                f"{'PASS' if worst >= 0.9999 else 'FAIL'} fp16 --max-batch-tokens {budget}, overlap {overlap}, run "
+                f"cost {run_cost:g} tokens: "
+                f"{len(requests)} requests ({sent} texts) from 64 clients in {took:.2f} s = {sent / took:.0f} sent/s, "
+                f"{cycles} cycles of {runs / cycles:.1f} runs (only a cycle's later runs overlap); min cos to encode "
+                f"{worst:.7f}"
+            )
+    print(f"RESULT: {'PASS' if ok else 'FAIL'} the batcher on CUDA gives encode's vectors (sent/s are figures)")
+    return ok
+
+
 def bench(args: argparse.Namespace) -> bool:
     """`embedrt bench --device cuda` on the STS sentences (or the built-in workload); JSON to --json-out."""
     import tempfile
@@ -297,6 +428,14 @@ def main() -> int:
     step.add_argument("--bundle", type=Path, required=True)
     step.add_argument("--data", type=Path)
     step.set_defaults(run=pooling)
+    step = commands.add_parser("graphs")
+    step.add_argument("--bundle", type=Path, required=True)
+    step.add_argument("--data", type=Path)
+    step.set_defaults(run=graphs)
+    step = commands.add_parser("serve")
+    step.add_argument("--bundle", type=Path, required=True)
+    step.add_argument("--data", type=Path)
+    step.set_defaults(run=serve)
     step = commands.add_parser("bench")
     step.add_argument("--bundle", type=Path, required=True)
     step.add_argument("--data", type=Path)

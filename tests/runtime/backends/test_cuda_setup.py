@@ -202,6 +202,9 @@ def test_no_kernel_image_at_run_time_is_explained():
         def bind_output(self, name, device, device_id):
             pass
 
+        def synchronize_inputs(self):
+            pass
+
     class Failing:  # what a GPU outside the wheel's kernels does on its first batch
         def get_inputs(self):
             return [types.SimpleNamespace(name="input_ids")]
