@@ -10,13 +10,17 @@
   happens with it blocked (:func:`import_openvino`).
 - Threads follow the ONNX Runtime path: one stream, ``threads`` inference threads, latency mode.
 - Batch invariance (static int8): OpenVINO fuses attention into one JIT kernel (a "snippets" subgraph)
-  whose softmax sums the keys in an order that depends on the padded width of the batch. The difference
-  is in the last bit, but static int8 requantizes right after attention and turns it, for a few texts
-  in a thousand, into a whole int8 step: all-MiniLM-L6-v2 alone vs in batches of 32, 10 of 1,024 Chinese
-  and 10 of 1,024 English STS texts below cosine 0.99999 (worst 0.99968). With that fusion off
-  (``SNIPPETS_MODE=DISABLE``) attention runs as separate MatMul/Softmax nodes whose rows do not depend on
-  padding, so a text's vector is bit-identical alone and in a batch; it costs some batch-1 latency
-  (figures: ``benchmarks/results/ov_overhead.md``; docs/openvino.md, Batch invariance).
+  whose softmax sums a row's keys with 16-wide vectors and the last ``width % 16`` keys one by one, so the
+  order of the additions, and the last bit, depends on the padded width of the batch. Static int8
+  requantizes right after attention and turns that bit, for a few texts in a thousand, into a whole int8
+  step: all-MiniLM-L6-v2 alone vs in batches of 32, 10 of 1,024 Chinese and 10 of 1,024 English STS texts
+  below cosine 0.99999 (worst 0.99968). Once every real key falls in the vector part, more (masked) keys
+  change nothing: so before compiling, :func:`pad_attention_keys` pads each attention's keys and values,
+  inside the graph, to a multiple of 16 (a text alone and the same text in any batch then sum the same
+  keys in the same order), and the kernel stays fused: a text's vector is bit-identical alone and in any
+  batch. An IR without OpenVINO's ``ScaledDotProductAttention`` op falls back to turning that fusion off
+  (``SNIPPETS_MODE=DISABLE``: separate MatMul/Softmax nodes, invariant too, some batch-1 latency
+  slower). Figures: ``benchmarks/results/ov_overhead.md``; docs/openvino.md, Batch invariance.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from embedrt.errors import BackendError
 from embedrt.extras import missing_extra
 
 _ABSENT = object()
+#: Attention keys are padded to a multiple of this (the fused softmax's vector width, in f32 on AVX-512).
+KEY_BLOCK = 16
 #: What ``INFERENCE_PRECISION_HINT`` reads back as, per embedrt precision hint.
 _HINT_NAMES = {"f32": ("f32", "float32"), "bf16": ("bf16", "bfloat16")}
 
@@ -77,22 +83,71 @@ class OpenVinoSettings:
 
     threads: int
     precision: str = "f32"  # "f32" or "bf16"
-    #: Attention unfused, so a row's vector does not depend on how wide its batch is padded (see above).
+    #: A row's vector does not depend on how wide its batch is padded: attention keys padded (see above).
     batch_invariant: bool = False
     #: OpenVINO streams sharing the ``threads``, each running one infer request (:mod:`embedrt.runtime.streams`).
     streams: int = 1
 
-    def compile_config(self) -> dict[str, Any]:
-        """The CPU plugin's configuration for these settings (``benchmarks/ov_overhead.py`` uses it too)."""
+    def compile_config(self, keys_padded: bool = False) -> dict[str, Any]:
+        """The CPU plugin's configuration for these settings (``benchmarks/ov_overhead.py`` uses it too).
+
+        ``keys_padded``: :func:`pad_attention_keys` made the model batch-invariant, so attention stays fused.
+        """
         config: dict[str, Any] = {
             "INFERENCE_NUM_THREADS": self.threads,
             "NUM_STREAMS": self.streams,
             "PERFORMANCE_HINT": "LATENCY" if self.streams == 1 else "THROUGHPUT",
             "INFERENCE_PRECISION_HINT": self.precision,
         }
-        if self.batch_invariant:
+        if self.batch_invariant and not keys_padded:
             config["SNIPPETS_MODE"] = "DISABLE"
         return config
+
+
+def _head_input(port: Any) -> Any:
+    """The input, before any Transpose/Reshape (and a FakeQuantize), that an attention input is split from."""
+    node = port.get_source_output().get_node()
+    while node.get_type_name() in ("Transpose", "Reshape", "FakeQuantize"):
+        port = node.input(0)
+        node = port.get_source_output().get_node()
+    return port
+
+
+def pad_attention_keys(model: Any, block: int = KEY_BLOCK) -> bool:
+    """Pad the keys and values of every ``ScaledDotProductAttention`` in ``model`` to a multiple of ``block``.
+
+    Keys and values are padded with zeros on the sequence axis of the ``[batch, seq, hidden]`` tensor they are
+    split into heads from (before their FakeQuantize, so OpenVINO keeps the int8 matrix product), the mask with
+    its lowest value on the key axis: a padded key gets no weight, and the queries (the output) keep their
+    length. Returns False, leaving ``model`` as it is, when it has no such attention to pad.
+    """
+    from openvino import opset13 as ops
+
+    attentions = [node for node in model.get_ordered_ops() if node.get_type_name() == "ScaledDotProductAttention"]
+    if not attentions or any(node.get_input_size() < 4 for node in attentions):
+        return False
+    sources = [_head_input(node.input(port)) for node in attentions for port in (1, 2)]
+    masks = [node.input(3) for node in attentions]
+    if any(port.get_partial_shape().rank.get_length() != 3 for port in sources) or any(
+        port.get_partial_shape().rank.get_length() != 4 for port in masks
+    ):
+        return False
+    length = ops.gather(ops.shape_of(sources[0].get_source_output(), "i64"), np.int64(1), np.int64(0))
+    missing = ops.floor_mod(ops.negative(length), np.int64(block))  # up to the next multiple of block
+    zero = ops.constant(np.zeros(1, np.int64))
+    end = ops.unsqueeze(missing, np.int64(0))
+    seq_end, key_end = ops.concat([zero, end, zero], 0), ops.concat([zero, zero, zero, end], 0)
+    lowest = np.float32(np.finfo(np.float32).min)
+    edits = [(port, np.zeros(3, np.int64), seq_end, np.float32(0)) for port in sources]
+    edits += [(port, np.zeros(4, np.int64), key_end, lowest) for port in masks]
+    padded: dict[Any, Any] = {}
+    for port, begin, pads_end, value in edits:
+        source = port.get_source_output()
+        if source not in padded:
+            padded[source] = ops.pad(source, begin, pads_end, "constant", value).output(0)
+        port.replace_source_output(padded[source])
+    model.validate_nodes_and_infer_types()
+    return True
 
 
 class OpenVinoBackend:
@@ -109,7 +164,10 @@ class OpenVinoBackend:
                 "none: emulated bf16 is many times slower than fp32. Use precision 'fp32', or 'int8' for speed"
             )
         try:
-            self._compiled = core.compile_model(str(model_path), "CPU", settings.compile_config())
+            model = core.read_model(str(model_path))
+            # Fused attention, made batch-invariant by padding its keys; else unfused (SNIPPETS_MODE=DISABLE).
+            self.keys_padded = settings.batch_invariant and settings.precision == "f32" and pad_attention_keys(model)
+            self._compiled = core.compile_model(model, "CPU", settings.compile_config(self.keys_padded))
         except RuntimeError as err:
             raise BackendError(
                 f"OpenVINO could not compile {model_path.name} ({str(err).splitlines()[0]}); re-export the "
