@@ -84,10 +84,18 @@ def length_sorted(tokenizer: Any, infer: Callable[[list], Any]) -> Encode:
     return encode
 
 
-def ov_direct(ir: Path, tokenizer_json: Path, threads: int, hint: str = "f32", extra: dict | None = None) -> Encode:
+def ov_direct(
+    ir: Path,
+    tokenizer_json: Path,
+    threads: int,
+    hint: str = "f32",
+    extra: dict | None = None,
+    edit: Callable[[Any], object] | None = None,
+) -> Encode:
     """OpenVINO the way a user writes it: the bundle's tokenizer.json, ``compiled(feed)[0]``, NumPy pooling.
 
     The defaults keep OpenVINO's other settings (its fused attention among them), as a user's code would.
+    ``edit`` changes the ``ov.Model`` before it is compiled (embedrt's ``pad_attention_keys``).
     """
     from tokenizers import Tokenizer
 
@@ -104,7 +112,10 @@ def ov_direct(ir: Path, tokenizer_json: Path, threads: int, hint: str = "f32", e
         "INFERENCE_PRECISION_HINT": hint,
         **(extra or {}),
     }
-    compiled = core.compile_model(str(ir), "CPU", config)
+    model = core.read_model(str(ir))
+    if edit is not None:
+        edit(model)
+    compiled = core.compile_model(model, "CPU", config)
 
     def infer(batch: list) -> Any:
         feed = padded(batch)

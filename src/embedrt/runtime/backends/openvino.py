@@ -15,12 +15,12 @@
   requantizes right after attention and turns that bit, for a few texts in a thousand, into a whole int8
   step: all-MiniLM-L6-v2 alone vs in batches of 32, 10 of 1,024 Chinese and 10 of 1,024 English STS texts
   below cosine 0.99999 (worst 0.99968). Once every real key falls in the vector part, more (masked) keys
-  change nothing: so before compiling, :func:`pad_attention_keys` pads each attention's keys and values,
-  inside the graph, to a multiple of 16 (a text alone and the same text in any batch then sum the same
-  keys in the same order), and the kernel stays fused: a text's vector is bit-identical alone and in any
-  batch. An IR without OpenVINO's ``ScaledDotProductAttention`` op falls back to turning that fusion off
-  (``SNIPPETS_MODE=DISABLE``: separate MatMul/Softmax nodes, invariant too, some batch-1 latency
-  slower). Figures: ``benchmarks/results/ov_overhead.md``; docs/openvino.md, Batch invariance.
+  change nothing: so before compiling, :func:`pad_attention_keys` gives each attention 15 more keys,
+  inside the graph (a text alone and the same text in any batch then sum the same keys in the same
+  order), and the kernel stays fused: a text's vector is bit-identical alone and in any batch. An IR
+  without OpenVINO's ``ScaledDotProductAttention`` op falls back to turning that fusion off
+  (``SNIPPETS_MODE=DISABLE``: separate MatMul/Softmax nodes, invariant too, slower at batch 1).
+  Figures: ``benchmarks/results/ov_overhead.md``; docs/openvino.md, Batch invariance.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from embedrt.errors import BackendError
 from embedrt.extras import missing_extra
 
 _ABSENT = object()
-#: Attention keys are padded to a multiple of this (the fused softmax's vector width, in f32 on AVX-512).
+#: The fused softmax's vector width (f32 on AVX-512; twice AVX2's): see :func:`pad_attention_keys`.
 KEY_BLOCK = 16
 #: What ``INFERENCE_PRECISION_HINT`` reads back as, per embedrt precision hint.
 _HINT_NAMES = {"f32": ("f32", "float32"), "bf16": ("bf16", "bfloat16")}
@@ -105,21 +105,23 @@ class OpenVinoSettings:
 
 
 def _head_input(port: Any) -> Any:
-    """The input, before any Transpose/Reshape (and a FakeQuantize), that an attention input is split from."""
+    """The input, before any Transpose/Reshape, that an attention input is split into heads from."""
     node = port.get_source_output().get_node()
-    while node.get_type_name() in ("Transpose", "Reshape", "FakeQuantize"):
+    while node.get_type_name() in ("Transpose", "Reshape"):
         port = node.input(0)
         node = port.get_source_output().get_node()
     return port
 
 
-def pad_attention_keys(model: Any, block: int = KEY_BLOCK) -> bool:
-    """Pad the keys and values of every ``ScaledDotProductAttention`` in ``model`` to a multiple of ``block``.
+def pad_attention_keys(model: Any, extra: int = KEY_BLOCK - 1) -> bool:
+    """Give every ``ScaledDotProductAttention`` in ``model`` ``extra`` more keys that get no weight.
 
-    Keys and values are padded with zeros on the sequence axis of the ``[batch, seq, hidden]`` tensor they are
-    split into heads from (before their FakeQuantize, so OpenVINO keeps the int8 matrix product), the mask with
-    its lowest value on the key axis: a padded key gets no weight, and the queries (the output) keep their
-    length. Returns False, leaving ``model`` as it is, when it has no such attention to pad.
+    With ``KEY_BLOCK - 1`` more keys, the fused softmax's vector part covers every real key at any padded
+    width, so a row's sums run in the same order alone and in any batch. Keys and values get zeros on the
+    sequence axis of the ``[batch, seq, hidden]`` tensor they are split into heads from (after their
+    FakeQuantize: a constant Pad keeps OpenVINO's int8 matrix product), the mask its lowest value on the key
+    axis; the queries, so the output, keep their length. Returns False, leaving ``model`` as it is, when it
+    has no such attention to pad.
     """
     from openvino import opset13 as ops
 
@@ -132,19 +134,14 @@ def pad_attention_keys(model: Any, block: int = KEY_BLOCK) -> bool:
         port.get_partial_shape().rank.get_length() != 4 for port in masks
     ):
         return False
-    length = ops.gather(ops.shape_of(sources[0].get_source_output(), "i64"), np.int64(1), np.int64(0))
-    missing = ops.floor_mod(ops.negative(length), np.int64(block))  # up to the next multiple of block
-    zero = ops.constant(np.zeros(1, np.int64))
-    end = ops.unsqueeze(missing, np.int64(0))
-    seq_end, key_end = ops.concat([zero, end, zero], 0), ops.concat([zero, zero, zero, end], 0)
     lowest = np.float32(np.finfo(np.float32).min)
-    edits = [(port, np.zeros(3, np.int64), seq_end, np.float32(0)) for port in sources]
-    edits += [(port, np.zeros(4, np.int64), key_end, lowest) for port in masks]
+    edits = [(port, np.array([0, extra, 0]), np.float32(0)) for port in sources]
+    edits += [(port, np.array([0, 0, 0, extra]), lowest) for port in masks]
     padded: dict[Any, Any] = {}
-    for port, begin, pads_end, value in edits:
+    for port, end, value in edits:
         source = port.get_source_output()
         if source not in padded:
-            padded[source] = ops.pad(source, begin, pads_end, "constant", value).output(0)
+            padded[source] = ops.pad(source, np.zeros_like(end), end, "constant", value).output(0)
         port.replace_source_output(padded[source])
     model.validate_nodes_and_infer_types()
     return True
