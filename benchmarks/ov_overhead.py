@@ -6,13 +6,13 @@ throughput passes alternate between them, batch-1 calls are interleaved text by 
 order, and so are server-like cycles (one call of 4, 16 or 48 texts of mixed lengths, as a server's
 batcher hands them over). The rows take the difference apart:
 
-1. embedrt's ``Encoder`` (OpenVINO int8: fused attention, 15 masked keys added for invariance);
-2. the hand-written loop of ``harness.peers.ov_direct`` on embedrt's IR with embedrt's settings and the same
-   key padding (1 vs 2: the runtime);
+1. embedrt's ``Encoder`` (OpenVINO int8);
+2. the hand-written loop of ``harness.peers.ov_direct`` on embedrt's IR with embedrt's settings (1 vs 2: the runtime);
 3. the same loop on NNCF's default IR of the same graph, same settings (2 vs 3: the quantization recipe);
-4. that loop with OpenVINO's defaults, the reference (3 vs 4: the key padding, for batch invariance);
-5. the loop on embedrt's IR with attention unfused (``SNIPPETS_MODE=DISABLE``), embedrt's default before;
-6. embedrt's ``Encoder`` with ``batch_invariant=False`` (OpenVINO's fused attention, keys unpadded);
+4. that loop with OpenVINO's defaults, the reference (3 vs 4: fused attention off, for batch invariance);
+5. the loop on embedrt's IR with fused attention kept and 15 masked keys added to every attention
+   (``harness.peers.pad_attention_keys``): another batch-invariant way, tried for issue 20;
+6. embedrt's ``Encoder`` with ``batch_invariant=False`` (OpenVINO's fused attention, as the reference);
 7. embedrt's ``Encoder`` with ``buckets=True``: fused attention, kept batch-invariant by length buckets.
 
 embedrt's rows run with ``streams=1``, as the loops do: this script measures the runtime's own cost
@@ -35,7 +35,7 @@ import numpy as np
 
 from embedrt import Encoder
 from embedrt.export.validate import cosine_rows
-from embedrt.runtime.backends.openvino import OpenVinoSettings, pad_attention_keys
+from embedrt.runtime.backends.openvino import OpenVinoSettings
 from embedrt.tools.bench import machine_facts
 from engines import ov_direct
 from harness import artifacts, peers, report, workload
@@ -49,9 +49,9 @@ CYCLES = 12
 
 
 def rows(work: Path, threads: int) -> dict[str, Encode]:
-    """The seven rows; rows 2 and 3 compile with exactly what embedrt's backend does for its int8 variant."""
-    settings = OpenVinoSettings(threads=threads, batch_invariant=True)
-    embedrt_config, unfused_config = settings.compile_config(keys_padded=True), settings.compile_config()
+    """The seven rows; rows 2 and 3 compile with exactly what embedrt's backend passes for its int8 variant."""
+    embedrt_config = OpenVinoSettings(threads=threads, batch_invariant=True).compile_config()
+    fused_config = OpenVinoSettings(threads=threads).compile_config()
     bundle = work / "bundle"
     options = {"precision": "int8", "engine": "openvino", "threads": threads, "streams": 1}
     encoder = Encoder.load(bundle, **options)
@@ -61,14 +61,14 @@ def rows(work: Path, threads: int) -> dict[str, Encode]:
     return {
         "embedrt Encoder, OpenVINO int8": lambda batch, size: encoder.encode(batch, batch_size=size),
         "OpenVINO directly, embedrt's IR and settings": peers.ov_direct(
-            bundle / "openvino" / "model_int8.xml", tokenizer, threads, "f32", embedrt_config, pad_attention_keys
+            bundle / "openvino" / "model_int8.xml", tokenizer, threads, "f32", embedrt_config
         ),
-        "OpenVINO directly, NNCF default IR, keys padded": ov_direct(
-            "ov-direct-int8", work, threads, embedrt_config, pad_attention_keys
+        "OpenVINO directly, NNCF default IR, fused attention off": ov_direct(
+            "ov-direct-int8", work, threads, embedrt_config
         ),
         REFERENCE: ov_direct("ov-direct-int8", work, threads),
-        "OpenVINO directly, embedrt's IR, attention unfused (the default before)": peers.ov_direct(
-            bundle / "openvino" / "model_int8.xml", tokenizer, threads, "f32", unfused_config
+        "OpenVINO directly, embedrt's IR, fused + 15 masked keys": peers.ov_direct(
+            bundle / "openvino" / "model_int8.xml", tokenizer, threads, "f32", fused_config, peers.pad_attention_keys
         ),
         "embedrt Encoder, batch_invariant=False": lambda batch, size: fused.encode(batch, batch_size=size),
         "embedrt Encoder, length buckets (fused attention)": lambda batch, size: bucketed.encode(

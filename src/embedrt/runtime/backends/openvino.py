@@ -14,13 +14,12 @@
   order of the additions, and the last bit, depends on the padded width of the batch. Static int8
   requantizes right after attention and turns that bit, for a few texts in a thousand, into a whole int8
   step: all-MiniLM-L6-v2 alone vs in batches of 32, 10 of 1,024 Chinese and 10 of 1,024 English STS texts
-  below cosine 0.99999 (worst 0.99968). Once every real key falls in the vector part, more (masked) keys
-  change nothing: so before compiling, :func:`pad_attention_keys` gives each attention 15 more keys,
-  inside the graph (a text alone and the same text in any batch then sum the same keys in the same
-  order), and the kernel stays fused: a text's vector is bit-identical alone and in any batch. An IR
-  without OpenVINO's ``ScaledDotProductAttention`` op falls back to turning that fusion off
-  (``SNIPPETS_MODE=DISABLE``: separate MatMul/Softmax nodes, invariant too, slower at batch 1).
-  Figures: ``benchmarks/results/ov_overhead.md``; docs/openvino.md, Batch invariance.
+  below cosine 0.99999 (worst 0.99968). With that fusion off (``SNIPPETS_MODE=DISABLE``) attention runs
+  as separate MatMul/Softmax nodes whose rows do not depend on padding, so a text's vector is
+  bit-identical alone and in a batch; it costs some batch-1 latency. This model has no other snippets
+  (its shapes are dynamic), so the setting changes attention only. Keeping the kernel fused and giving it
+  15 masked keys more (every real key then in the vector part) is bit-identical too, but was not faster
+  (``benchmarks/ov_overhead.py``, its row "fused + 15 masked keys"; docs/openvino.md, Batch invariance).
 """
 
 from __future__ import annotations
@@ -39,8 +38,6 @@ from embedrt.errors import BackendError
 from embedrt.extras import missing_extra
 
 _ABSENT = object()
-#: The fused softmax's vector width (f32 on AVX-512; twice AVX2's): see :func:`pad_attention_keys`.
-KEY_BLOCK = 16
 #: What ``INFERENCE_PRECISION_HINT`` reads back as, per embedrt precision hint.
 _HINT_NAMES = {"f32": ("f32", "float32"), "bf16": ("bf16", "bfloat16")}
 
@@ -83,68 +80,22 @@ class OpenVinoSettings:
 
     threads: int
     precision: str = "f32"  # "f32" or "bf16"
-    #: A row's vector does not depend on how wide its batch is padded: attention keys padded (see above).
+    #: Attention unfused, so a row's vector does not depend on how wide its batch is padded (see above).
     batch_invariant: bool = False
     #: OpenVINO streams sharing the ``threads``, each running one infer request (:mod:`embedrt.runtime.streams`).
     streams: int = 1
 
-    def compile_config(self, keys_padded: bool = False) -> dict[str, Any]:
-        """The CPU plugin's configuration for these settings (``benchmarks/ov_overhead.py`` uses it too).
-
-        ``keys_padded``: :func:`pad_attention_keys` made the model batch-invariant, so attention stays fused.
-        """
+    def compile_config(self) -> dict[str, Any]:
+        """The CPU plugin's configuration for these settings (``benchmarks/ov_overhead.py`` uses it too)."""
         config: dict[str, Any] = {
             "INFERENCE_NUM_THREADS": self.threads,
             "NUM_STREAMS": self.streams,
             "PERFORMANCE_HINT": "LATENCY" if self.streams == 1 else "THROUGHPUT",
             "INFERENCE_PRECISION_HINT": self.precision,
         }
-        if self.batch_invariant and not keys_padded:
+        if self.batch_invariant:
             config["SNIPPETS_MODE"] = "DISABLE"
         return config
-
-
-def _head_input(port: Any) -> Any:
-    """The input, before any Transpose/Reshape, that an attention input is split into heads from."""
-    node = port.get_source_output().get_node()
-    while node.get_type_name() in ("Transpose", "Reshape"):
-        port = node.input(0)
-        node = port.get_source_output().get_node()
-    return port
-
-
-def pad_attention_keys(model: Any, extra: int = KEY_BLOCK - 1) -> bool:
-    """Give every ``ScaledDotProductAttention`` in ``model`` ``extra`` more keys that get no weight.
-
-    With ``KEY_BLOCK - 1`` more keys, the fused softmax's vector part covers every real key at any padded
-    width, so a row's sums run in the same order alone and in any batch. Keys and values get zeros on the
-    sequence axis of the ``[batch, seq, hidden]`` tensor they are split into heads from (after their
-    FakeQuantize: a constant Pad keeps OpenVINO's int8 matrix product), the mask its lowest value on the key
-    axis; the queries, so the output, keep their length. Returns False, leaving ``model`` as it is, when it
-    has no such attention to pad.
-    """
-    from openvino import opset13 as ops
-
-    attentions = [node for node in model.get_ordered_ops() if node.get_type_name() == "ScaledDotProductAttention"]
-    if not attentions or any(node.get_input_size() < 4 for node in attentions):
-        return False
-    sources = [_head_input(node.input(port)) for node in attentions for port in (1, 2)]
-    masks = [node.input(3) for node in attentions]
-    if any(port.get_partial_shape().rank.get_length() != 3 for port in sources) or any(
-        port.get_partial_shape().rank.get_length() != 4 for port in masks
-    ):
-        return False
-    lowest = np.float32(np.finfo(np.float32).min)
-    edits = [(port, np.array([0, extra, 0]), np.float32(0)) for port in sources]
-    edits += [(port, np.array([0, 0, 0, extra]), lowest) for port in masks]
-    padded: dict[Any, Any] = {}
-    for port, end, value in edits:
-        source = port.get_source_output()
-        if source not in padded:
-            padded[source] = ops.pad(source, np.zeros_like(end), end, "constant", value).output(0)
-        port.replace_source_output(padded[source])
-    model.validate_nodes_and_infer_types()
-    return True
 
 
 class OpenVinoBackend:
@@ -161,10 +112,7 @@ class OpenVinoBackend:
                 "none: emulated bf16 is many times slower than fp32. Use precision 'fp32', or 'int8' for speed"
             )
         try:
-            model = core.read_model(str(model_path))
-            # Fused attention, made batch-invariant by padding its keys; else unfused (SNIPPETS_MODE=DISABLE).
-            self.keys_padded = settings.batch_invariant and settings.precision == "f32" and pad_attention_keys(model)
-            self._compiled = core.compile_model(model, "CPU", settings.compile_config(self.keys_padded))
+            self._compiled = core.compile_model(str(model_path), "CPU", settings.compile_config())
         except RuntimeError as err:
             raise BackendError(
                 f"OpenVINO could not compile {model_path.name} ({str(err).splitlines()[0]}); re-export the "
