@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from harness import peers
 from harness.timing import Encode, batch1_ms, best_pass_s, peak_rss_mb, percentiles_ms
@@ -45,10 +46,12 @@ OV_DIRECT = {
 }
 
 
-def ov_direct(name: str, work: Path, threads: int, extra: dict | None = None) -> Encode:
+def ov_direct(
+    name: str, work: Path, threads: int, extra: dict | None = None, edit: Callable[[Any], object] | None = None
+) -> Encode:
     """``peers.ov_direct`` on the IR of row ``name`` under ``work``, with the bundle's tokenizer."""
     ir, hint = OV_DIRECT[name]
-    return peers.ov_direct(work / ir, work / "bundle" / "tokenizer.json", threads, hint, extra)
+    return peers.ov_direct(work / ir, work / "bundle" / "tokenizer.json", threads, hint, extra, edit)
 
 
 def _embedrt(name: str, work: Path, threads: int) -> Encode:

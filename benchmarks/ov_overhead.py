@@ -1,16 +1,19 @@
 """What embedrt's OpenVINO path costs over OpenVINO used directly, measured in ONE process.
 
 Separate processes (``compare_cpu.py``) vary by 5-10% from one to the next on a shared VM, more than the
-difference being measured. Here five rows share one process, its warm caches and its CPU state:
-throughput passes alternate between them, and batch-1 calls are interleaved text by text, in alternating
-order. The rows take the difference apart:
+difference being measured. Here the rows share one process, its warm caches and its CPU state:
+throughput passes alternate between them, batch-1 calls are interleaved text by text, in alternating
+order, and so are server-like cycles (one call of 4, 16 or 48 texts of mixed lengths, as a server's
+batcher hands them over). The rows take the difference apart:
 
 1. embedrt's ``Encoder`` (OpenVINO int8);
 2. the hand-written loop of ``harness.peers.ov_direct`` on embedrt's IR with embedrt's settings (1 vs 2: the runtime);
 3. the same loop on NNCF's default IR of the same graph, same settings (2 vs 3: the quantization recipe);
 4. that loop with OpenVINO's defaults, the reference (3 vs 4: fused attention off, for batch invariance);
-5. embedrt's ``Encoder`` with ``batch_invariant=False`` (OpenVINO's fused attention, as the reference);
-6. embedrt's ``Encoder`` with ``buckets=True``: fused attention, kept batch-invariant by length buckets.
+5. the loop on embedrt's IR with fused attention kept and 15 masked keys added to every attention
+   (``harness.peers.pad_attention_keys``): another batch-invariant way, tried for issue 20;
+6. embedrt's ``Encoder`` with ``batch_invariant=False`` (OpenVINO's fused attention, as the reference);
+7. embedrt's ``Encoder`` with ``buckets=True``: fused attention, kept batch-invariant by length buckets.
 
 embedrt's rows run with ``streams=1``, as the loops do: this script measures the runtime's own cost
 (``threads_ab.py --cores`` measures streams).
@@ -24,6 +27,7 @@ Each row's vectors of every text alone are also compared with the same texts enc
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -35,15 +39,19 @@ from embedrt.runtime.backends.openvino import OpenVinoSettings
 from embedrt.tools.bench import machine_facts
 from engines import ov_direct
 from harness import artifacts, peers, report, workload
-from harness.timing import Encode, alternate, interleaved_batch1, percentiles_ms
+from harness.timing import Encode, alternate, elapsed_ms, interleaved_batch1, percentiles_ms
 
 REFERENCE = "OpenVINO directly, NNCF default IR, OpenVINO defaults"
 BATCH1_TEXTS = 200
+#: Server-like cycles: texts per call, and calls of each size a round.
+CYCLE_SIZES = (4, 16, 48)
+CYCLES = 12
 
 
 def rows(work: Path, threads: int) -> dict[str, Encode]:
-    """The six rows; rows 2 and 3 compile with exactly what embedrt's backend passes for its int8 variant."""
+    """The seven rows; rows 2 and 3 compile with exactly what embedrt's backend passes for its int8 variant."""
     embedrt_config = OpenVinoSettings(threads=threads, batch_invariant=True).compile_config()
+    fused_config = OpenVinoSettings(threads=threads).compile_config()
     bundle = work / "bundle"
     options = {"precision": "int8", "engine": "openvino", "threads": threads, "streams": 1}
     encoder = Encoder.load(bundle, **options)
@@ -59,6 +67,9 @@ def rows(work: Path, threads: int) -> dict[str, Encode]:
             "ov-direct-int8", work, threads, embedrt_config
         ),
         REFERENCE: ov_direct("ov-direct-int8", work, threads),
+        "OpenVINO directly, embedrt's IR, fused + 15 masked keys": peers.ov_direct(
+            bundle / "openvino" / "model_int8.xml", tokenizer, threads, "f32", fused_config, peers.pad_attention_keys
+        ),
         "embedrt Encoder, batch_invariant=False": lambda batch, size: fused.encode(batch, batch_size=size),
         "embedrt Encoder, length buckets (fused attention)": lambda batch, size: bucketed.encode(
             batch, batch_size=size
@@ -78,10 +89,21 @@ def alone_vs_batched(run: Encode, texts: list[str], batch_size: int) -> dict:
     }
 
 
-def measure(found: dict[str, Encode], texts: list[str], args: argparse.Namespace) -> tuple[dict, dict]:
-    """Full passes alternated row by row, then batch-1 interleaved text by text, ``--rounds`` times."""
+def server_cycles(texts: list[str], seed: int = 0) -> list[list[str]]:
+    """``CYCLES`` calls of each size in ``CYCLE_SIZES``, texts drawn at random (mixed lengths, as traffic comes)."""
+    rng = np.random.default_rng(seed)
+    return [
+        [texts[i] for i in rng.choice(len(texts), size, replace=False)] for size in CYCLE_SIZES for _ in range(CYCLES)
+    ]
+
+
+def measure(found: dict[str, Encode], texts: list[str], args: argparse.Namespace) -> tuple[dict, dict, dict]:
+    """Full passes alternated row by row, then batch-1 and server cycles interleaved call by call, ``--rounds``
+    times."""
     throughput: dict[str, list[float]] = {name: [] for name in found}
     batch1: dict[str, list[float]] = {name: [] for name in found}
+    cycles: dict[str, dict[int, list[float]]] = {name: {size: [] for size in CYCLE_SIZES} for name in found}
+    calls = server_cycles(texts)
     for attempt in range(args.rounds):
         order = alternate(list(found.items()), attempt)
         for name, run in order:
@@ -89,7 +111,10 @@ def measure(found: dict[str, Encode], texts: list[str], args: argparse.Namespace
             run(texts, args.batch_size)
             throughput[name].append(len(texts) / (time.perf_counter() - start))
         interleaved_batch1(order, texts[:BATCH1_TEXTS], batch1)
-    return throughput, batch1
+        for call in calls:
+            for name, run in order:
+                cycles[name][len(call)].append(elapsed_ms(lambda run=run, call=call: run(call, len(call))))
+    return throughput, batch1, cycles
 
 
 def markdown(summary: dict, args: argparse.Namespace, described: str, count: int) -> str:
@@ -97,7 +122,9 @@ def markdown(summary: dict, args: argparse.Namespace, described: str, count: int
     lines = [
         f"# embedrt's OpenVINO path against OpenVINO used directly, one process ({args.rounds} alternated rounds)",
         "",
-        f"Machine: {machine['cpu']} ({machine['isa']}), {args.threads} threads. Workload: {described}, "
+        f"Machine: {machine['cpu']} ({machine['isa']}), {args.threads} threads, 1-minute load average "
+        f"{args.load[0]:.1f} at the start, {args.load[1]:.1f} at the end (other work may share the cores). "
+        f"Workload: {described}, "
         f"batch {args.batch_size}; batch-1: {min(BATCH1_TEXTS, count)} texts x {args.rounds}, interleaved text by "
         f"text. Alone vs batched: each of the {count} texts encoded alone against the same text in the "
         f"batch-{args.batch_size} pass (length-sorted batches).",
@@ -115,6 +142,20 @@ def markdown(summary: dict, args: argparse.Namespace, described: str, count: int
             f"| {ms['p99']:.2f} | {ms['p50'] / base['batch1_ms']['p50']:.3f} | {same['bit_identical']} "
             f"| {same['below_0.99999']} | {same['min_cos']:.7f} |"
         )
+    lines += [
+        "",
+        f"Server-like cycles: one call of N texts drawn at random (mixed lengths), {CYCLES} calls of each size a "
+        "round, interleaved call by call; median ms per call and its ratio to the reference.",
+        "",
+        "| row | " + " | ".join(f"{size} texts ms | x ref" for size in CYCLE_SIZES) + " |",
+        "|---|" + "---|---|" * len(CYCLE_SIZES),
+    ]
+    for name, row in summary.items():
+        cells = [
+            f"{row['cycle_ms'][size]:.2f} | {row['cycle_ms'][size] / base['cycle_ms'][size]:.3f}"
+            for size in CYCLE_SIZES
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append(f"\nReference: {REFERENCE}.")
     return "\n".join(lines) + "\n"
 
@@ -127,18 +168,28 @@ def main() -> None:
     found = workload.sentences(args.data, getattr(args, "limit", 1000))
     texts = found.texts
     timed = rows(standin.work, args.threads)
+    load_at_start = os.getloadavg()[0]
     invariance = {name: alone_vs_batched(run, texts, args.batch_size) for name, run in timed.items()}
-    throughput, batch1 = measure(timed, texts, args)
+    throughput, batch1, cycles = measure(timed, texts, args)
     summary = {
         name: {
             "sentences_per_s_median": float(np.median(throughput[name])),
             "batch1_ms": percentiles_ms(batch1[name]),
+            "cycle_ms": {size: float(np.median(cycles[name][size])) for size in CYCLE_SIZES},
             "alone_vs_batched": invariance[name],
         }
         for name in timed
     }
+    args.load = (load_at_start, os.getloadavg()[0])
     text = markdown(summary, args, found.source, len(texts))
-    record = {"machine": machine_facts(), "summary": summary, "throughput": throughput, "batch1_ms": batch1}
+    record = {
+        "machine": machine_facts(),
+        "load_average_1min": args.load,
+        "summary": summary,
+        "throughput": throughput,
+        "batch1_ms": batch1,
+        "cycle_ms": cycles,
+    }
     report.write(report.results_dir(args), "ov_overhead", record, text)
     print(text)
 

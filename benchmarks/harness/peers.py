@@ -84,10 +84,59 @@ def length_sorted(tokenizer: Any, infer: Callable[[list], Any]) -> Encode:
     return encode
 
 
-def ov_direct(ir: Path, tokenizer_json: Path, threads: int, hint: str = "f32", extra: dict | None = None) -> Encode:
+def _head_input(port: Any) -> Any:
+    """The input, before any Transpose/Reshape, that an attention input is split into heads from."""
+    node = port.get_source_output().get_node()
+    while node.get_type_name() in ("Transpose", "Reshape"):
+        port = node.input(0)
+        node = port.get_source_output().get_node()
+    return port
+
+
+def pad_attention_keys(model: Any, extra: int = 15) -> None:
+    """Give every ``ScaledDotProductAttention`` in ``model`` ``extra`` more keys that get no weight (tried for
+    issue 20: OpenVINO's fused attention, batch-invariant).
+
+    The fused softmax sums a row's keys in 16-wide vectors and the last ``width % 16`` one by one: with 15
+    more keys every real key is in the vector part at any padded width, so a row is bit-identical alone and
+    in any batch. Keys and values get zeros on the sequence axis of the ``[batch, seq, hidden]`` tensor they
+    are split into heads from (after their FakeQuantize: a constant Pad keeps the int8 product), the mask its
+    lowest value on the key axis; the queries, so the output, keep their length.
+    """
+    import numpy as np
+    from openvino import opset13 as ops
+
+    attentions = [node for node in model.get_ordered_ops() if node.get_type_name() == "ScaledDotProductAttention"]
+    if not attentions or any(node.get_input_size() < 4 for node in attentions):
+        raise SystemExit("pad_attention_keys: the IR has no ScaledDotProductAttention with a mask")
+    lowest = np.float32(np.finfo(np.float32).min)
+    edits = [
+        (_head_input(node.input(port)), np.array([0, extra, 0]), np.float32(0))
+        for node in attentions
+        for port in (1, 2)
+    ]
+    edits += [(node.input(3), np.array([0, 0, 0, extra]), lowest) for node in attentions]
+    padded: dict[Any, Any] = {}
+    for port, end, value in edits:
+        source = port.get_source_output()
+        if source not in padded:
+            padded[source] = ops.pad(source, np.zeros_like(end), end, "constant", value).output(0)
+        port.replace_source_output(padded[source])
+    model.validate_nodes_and_infer_types()
+
+
+def ov_direct(
+    ir: Path,
+    tokenizer_json: Path,
+    threads: int,
+    hint: str = "f32",
+    extra: dict | None = None,
+    edit: Callable[[Any], object] | None = None,
+) -> Encode:
     """OpenVINO the way a user writes it: the bundle's tokenizer.json, ``compiled(feed)[0]``, NumPy pooling.
 
     The defaults keep OpenVINO's other settings (its fused attention among them), as a user's code would.
+    ``edit`` changes the ``ov.Model`` before it is compiled (:func:`pad_attention_keys`).
     """
     from tokenizers import Tokenizer
 
@@ -104,7 +153,10 @@ def ov_direct(ir: Path, tokenizer_json: Path, threads: int, hint: str = "f32", e
         "INFERENCE_PRECISION_HINT": hint,
         **(extra or {}),
     }
-    compiled = core.compile_model(str(ir), "CPU", config)
+    model = core.read_model(str(ir))
+    if edit is not None:
+        edit(model)
+    compiled = core.compile_model(model, "CPU", config)
 
     def infer(batch: list) -> Any:
         feed = padded(batch)

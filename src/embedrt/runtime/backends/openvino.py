@@ -10,13 +10,16 @@
   happens with it blocked (:func:`import_openvino`).
 - Threads follow the ONNX Runtime path: one stream, ``threads`` inference threads, latency mode.
 - Batch invariance (static int8): OpenVINO fuses attention into one JIT kernel (a "snippets" subgraph)
-  whose softmax sums the keys in an order that depends on the padded width of the batch. The difference
-  is in the last bit, but static int8 requantizes right after attention and turns it, for a few texts
-  in a thousand, into a whole int8 step: all-MiniLM-L6-v2 alone vs in batches of 32, 10 of 1,024 Chinese
-  and 10 of 1,024 English STS texts below cosine 0.99999 (worst 0.99968). With that fusion off
-  (``SNIPPETS_MODE=DISABLE``) attention runs as separate MatMul/Softmax nodes whose rows do not depend on
-  padding, so a text's vector is bit-identical alone and in a batch; it costs some batch-1 latency
-  (figures: ``benchmarks/results/ov_overhead.md``; docs/openvino.md, Batch invariance).
+  whose softmax sums a row's keys with 16-wide vectors and the last ``width % 16`` keys one by one, so the
+  order of the additions, and the last bit, depends on the padded width of the batch. Static int8
+  requantizes right after attention and turns that bit, for a few texts in a thousand, into a whole int8
+  step: all-MiniLM-L6-v2 alone vs in batches of 32, 10 of 1,024 Chinese and 10 of 1,024 English STS texts
+  below cosine 0.99999 (worst 0.99968). With that fusion off (``SNIPPETS_MODE=DISABLE``) attention runs
+  as separate MatMul/Softmax nodes whose rows do not depend on padding, so a text's vector is
+  bit-identical alone and in a batch; it costs some batch-1 latency. This model has no other snippets
+  (its shapes are dynamic), so the setting changes attention only. Keeping the kernel fused and giving it
+  15 masked keys more (every real key then in the vector part) is bit-identical too, but was not faster
+  (``benchmarks/ov_overhead.py``, its row "fused + 15 masked keys"; docs/openvino.md, Batch invariance).
 """
 
 from __future__ import annotations
