@@ -184,6 +184,7 @@ class EmbeddingServer:
             max_batch_requests=settings.max_batch_requests,
             metrics=self.metrics,
             engine=self.engine,
+            inline=settings.inline_lone_requests and settings.device == "cpu",
         )
         return Model(
             name=served.name or model_name(encoder),
@@ -252,6 +253,8 @@ class EmbeddingServer:
             await batcher.start()
             for text in WARM_UP_TEXTS:  # first runs allocate engine buffers; pay for that now
                 await batcher.embed(await batcher.tokenize([text] * 4), normalize=False)
+                # and alone: a lone request may run on this thread, whose OpenVINO infer request is its own
+                await batcher.embed(await batcher.tokenize([text]), normalize=False)
             log.info(
                 "embedrt: serving %s (%s %s, %s), dim %d",
                 model.name,

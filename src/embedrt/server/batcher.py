@@ -13,12 +13,17 @@ form the next cycle, as in TEI's queue: low load gets batch-1 latency, high load
 batch-mates before a cycle starts, as the server did before.
 
 Cycles run on ONE worker thread, so the event loop keeps reading and tokenizing what arrives while the
-engine runs (the engine already uses every core per run, so one thread is the right number). Running a
-lone request's engine call on the event loop thread instead, to save the two hand-offs, was measured
-and dropped: with OpenVINO int8 on 2 shared cores its engine time went from ~6 to ~15-25 ms when one
-client sent requests back to back (docs/serving.md; measured again for issue 25: p50 7.5 against 6.4 ms
-back to back, though 0.25-0.4 ms faster when servers were interleaved). Pooling per row and normalization
-per request make every fp32 result what ``Encoder.encode`` gives for that request alone.
+engine runs (the engine already uses every core per run, so one thread is the right number). The
+exception is a lone small request (``inline``, on by default in the server with one model on the CPU):
+when the engine is idle, nothing else is queued and the cycle has at most :data:`INLINE_TOKENS` tokens, the
+cycle runs on the event loop thread itself, from :meth:`DynamicBatcher.embed`, and the response leaves in
+the same event loop step: no hand-off to the engine thread and back (two thread wake-ups, and the GIL
+passed between two threads). Requests that arrive meanwhile wait in the socket for those few milliseconds
+and are queued when it ends, as they would have been queued behind it; any cycle of more than one request
+goes to the engine thread. (An earlier measurement had found this slower back to back, 7.5 against 6.4 ms;
+repeated for issue 25 with both servers alive and alternating in blocks of 40 back-to-back requests it was
+0.16-0.22 ms faster at p50: docs/serving.md.) Pooling per row and normalization per request make every
+fp32 result what ``Encoder.encode`` gives for that request alone, on either thread.
 
 A request may carry a deadline. One that passes while the request is queued, or while its cycle has
 not yet reached its first row, fails with :class:`DeadlineExceeded` and none of its rows reach the engine.
@@ -52,6 +57,8 @@ INLINE_TOKENIZE_CHARS = 4096
 #: 1-8 short sentences (all-MiniLM-L6-v2, 2 cores): 1, 2 and 4 runs cost the same server CPU within noise,
 #: and p99 / p50 was 1.4, 1.2 and 2.0: a long cycle makes a request that just missed it wait for all of it.
 CYCLE_RUNS = 2
+#: Tokens a cycle may have to run on the event loop thread (``inline``): a few short texts, a few milliseconds.
+INLINE_TOKENS = 128
 
 
 class DeadlineExceeded(EmbedrtError):
@@ -105,6 +112,7 @@ class DynamicBatcher:
         max_batch_requests: int | None = None,
         metrics: Metrics | None = None,
         engine: ThreadPoolExecutor | None = None,
+        inline: bool = False,
     ) -> None:
         self.encoder = encoder
         self.max_batch_tokens = max_batch_tokens
@@ -124,10 +132,13 @@ class DynamicBatcher:
         #: The engine thread; a server with several models passes one pool they share (and shuts it down).
         self._owns_engine = engine is None
         self._engine = engine or ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedrt-engine")
+        #: Run a lone small cycle on the event loop thread (never with a shared pool: other models may be running).
+        self.inline = inline and self._owns_engine
         # Counters tests read to see what the batcher did (never timings): cycles run, and cycles whose
-        # start waited for batch-mates (only with max_wait_s > 0).
+        # start waited for batch-mates (only with max_wait_s > 0), cycles run on the event loop thread.
         self.cycles = 0
         self.waited_cycles = 0
+        self.inline_cycles = 0
 
     # ------------------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -231,6 +242,10 @@ class DynamicBatcher:
         rows = self._take()
         self.cycles += 1
         self._running = True
+        if self.inline and not self._pending and sum(job.lengths[index] for job, index in rows) <= INLINE_TOKENS:
+            self.inline_cycles += 1
+            self._cycle_inline(rows, self._loop)
+            return
         try:
             self._engine.submit(self._cycle, rows, self._loop)
         except RuntimeError as err:  # the engine pool is shut down: nothing can run these
@@ -325,6 +340,20 @@ class DynamicBatcher:
     # ------------------------------------------------------------------------------------------ engine thread
     def _cycle(self, rows: list[tuple[_Job, int]], loop: asyncio.AbstractEventLoop) -> None:
         """Run one cycle, then hand the event loop, in one call, its last answers and the end of the cycle."""
+        settled, error, waits, runs = self._outcome(rows, loop)
+        loop.call_soon_threadsafe(self._cycle_done, rows, settled, error)
+        self._observe(waits, runs)  # metrics after the answers left: off the requests' path
+
+    def _cycle_inline(self, rows: list[tuple[_Job, int]], loop: asyncio.AbstractEventLoop) -> None:
+        """Event loop: run one cycle here and answer it; its metrics wait until the response has been written."""
+        settled, error, waits, runs = self._outcome(rows, loop)
+        self._cycle_done(rows, settled, error)
+        loop.call_soon(self._observe, waits, runs)
+
+    def _outcome(
+        self, rows: list[tuple[_Job, int]], loop: asyncio.AbstractEventLoop
+    ) -> tuple[list[_Outcome], Exception | None, list[float], list[tuple[float, int, int]]]:
+        """Run one cycle: its last answers, an error outside the engine call (or None), and what the metrics get."""
         settled: list[_Outcome] = []
         error: Exception | None = None
         waits: list[float] = []
@@ -333,8 +362,10 @@ class DynamicBatcher:
             self._run_cycle(rows, loop, settled, waits, runs)
         except Exception as err:  # noqa: BLE001 - reported on the event loop, which fails the cycle's requests
             error = err
-        loop.call_soon_threadsafe(self._cycle_done, rows, settled, error)
-        for wait in waits:  # metrics after the answers left: off the requests' path
+        return settled, error, waits, runs
+
+    def _observe(self, waits: list[float], runs: list[tuple[float, int, int]]) -> None:
+        for wait in waits:
             self.metrics.queue_duration.observe(wait)
         for took, size, tokens in runs:
             self.metrics.inference_duration.observe(took)

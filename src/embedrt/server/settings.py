@@ -96,6 +96,9 @@ class ServerSettings:
     #: (:class:`~embedrt.runtime.batching.LengthBuckets`): OpenVINO int8 then keeps its fused attention, still
     #: batch-invariant. Off by default: mixed-length cycles split into more, smaller runs (docs/openvino.md).
     length_buckets: bool = False
+    #: A lone small request that finds the engine idle runs on the event loop thread, without the two hand-offs
+    #: to the engine thread and back (CPU, one model; :mod:`embedrt.server.batcher`).
+    inline_lone_requests: bool = True
     #: Embeddings of texts already seen kept in memory and answered without the engine (0: off).
     #: 10,000 vectors of 768 floats are about 31 MB plus keys, a fraction of the model; FAQ traffic's
     #: hot set of distinct questions is usually a few thousand.
@@ -134,6 +137,7 @@ class ServerSettings:
             "split_client_batches": self.split_client_batches,
             "batch_invariant": self.batch_invariant,
             "length_buckets": self.length_buckets,
+            "inline_lone_requests": self.inline_lone_requests,
             "request_timeout_ms": self.request_timeout_ms,
             "payload_limit": self.payload_limit,
             "read_timeout_s": self.read_timeout_s,
@@ -206,6 +210,13 @@ OPTIONS: tuple[Option, ...] = (
         boolean,
         "pad each text to a width set by its own length, runs of one width: OpenVINO int8 keeps its fused attention "
         "and stays batch-invariant (faster for one text, more runs under mixed traffic)",
+        "BOOL",
+    ),
+    Option(
+        "inline_lone_requests",
+        boolean,
+        "run a lone small request on the event loop thread when the engine is idle, without hand-offs between "
+        "threads (CPU, one model; false: always on the engine thread)",
         "BOOL",
     ),
     Option("cache_size", whole_number(0), "embeddings of texts already seen kept in memory (0: no cache)"),
