@@ -211,3 +211,17 @@ def test_an_engine_failure_on_the_event_loop_thread_is_a_500_and_the_server_keep
     assert failed.status_code == 500 and "the engine broke" in failed.json()["error"]
     assert again.status_code == 200 and inline >= 2 and in_flight == 0
     np.testing.assert_allclose(again.json()[0], offline.encode("好了", normalize=True), atol=1e-5)
+
+
+@pytest.mark.parametrize(("received", "on_loop"), [(1, True), (3, False)])
+def test_the_http_servers_count_of_received_requests_decides_where_a_lone_request_runs(tiny_bundle, received, on_loop):
+    recording = ThreadRecordingEncoder(Encoder.load(tiny_bundle, precision="fp32", threads=1, cache_size=0))
+
+    async def scenario(app, client):
+        app.received_requests(lambda: received)  # what serve() wires to uvicorn's tasks in flight
+        recording.threads.clear()
+        response = await client.post("/embed", json={"inputs": "一个"})
+        return response, recording.threads, threading.get_ident()
+
+    response, threads, loop_thread = serve(recording, scenario)
+    assert response.status_code == 200 and (threads == [loop_thread]) is on_loop

@@ -239,6 +239,12 @@ class EmbeddingServer:
         request.model = chosen.name
         return chosen
 
+    def received_requests(self, count: Callable[[], int]) -> None:
+        """Tell the batchers how many requests the HTTP server has received and not yet answered, so that a
+        lone request can run at once on the event loop thread (:mod:`embedrt.server.batcher`)."""
+        for model in self.models:
+            model.batcher.alone = lambda: count() <= 1
+
     # ------------------------------------------------------------------------------------------ ASGI
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":

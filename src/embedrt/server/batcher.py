@@ -16,11 +16,13 @@ Cycles run on ONE worker thread, so the event loop keeps reading and tokenizing 
 engine runs (the engine already uses every core per run, so one thread is the right number). The
 exception is a lone small request (``inline``, on by default in the server with one model on the CPU):
 when the engine is idle, nothing else is queued and the cycle has at most :data:`INLINE_TOKENS` tokens, the
-cycle runs on the event loop thread itself, from :meth:`DynamicBatcher.embed`, and the response leaves in
-the same event loop step: no hand-off to the engine thread and back (two thread wake-ups, and the GIL
-passed between two threads). Requests that arrive meanwhile wait in the socket for those few milliseconds
-and are queued when it ends, as they would have been queued behind it; any cycle of more than one request
-goes to the engine thread. (An earlier measurement had found this slower back to back, 7.5 against 6.4 ms;
+cycle runs on the event loop thread itself and the response leaves in the same event loop step: no hand-off
+to the engine thread and back (two thread wake-ups, and the GIL passed between two threads). It starts from
+:meth:`DynamicBatcher.embed` at once when :attr:`DynamicBatcher.alone` says no other request has been
+received (the server asks uvicorn); otherwise one event loop step later, so that requests already received
+queue first and the cycle, no longer lone, goes to the engine thread batched. Requests that arrive during
+an inline run wait in the socket for those few milliseconds and are queued when it ends, as they would have
+been queued behind it. (An earlier measurement had found this slower back to back, 7.5 against 6.4 ms;
 repeated for issue 25 with both servers alive and alternating in blocks of 40 back-to-back requests it was
 0.16-0.22 ms faster at p50: docs/serving.md.) Pooling per row and normalization per request make every
 fp32 result what ``Encoder.encode`` gives for that request alone, on either thread.
@@ -35,6 +37,7 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -134,6 +137,9 @@ class DynamicBatcher:
         self._engine = engine or ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedrt-engine")
         #: Run a lone small cycle on the event loop thread (never with a shared pool: other models may be running).
         self.inline = inline and self._owns_engine
+        #: Whether the request calling :meth:`embed` is the only one received and not answered (None: unknown).
+        self.alone: Callable[[], bool] | None = None
+        self._kick_scheduled = False
         # Counters tests read to see what the batcher did (never timings): cycles run, and cycles whose
         # start waited for batch-mates (only with max_wait_s > 0), cycles run on the event loop thread.
         self.cycles = 0
@@ -201,7 +207,10 @@ class DynamicBatcher:
         self._pending_tokens += sum(job.lengths)
         self.metrics.queue_size.set(self._pending_texts)
         if not self._running:
-            self._kick()  # an idle engine starts on this request now, from this very call
+            if self.inline and not (self.alone is not None and self.alone()):
+                self._kick_soon()  # others were received: let them queue first, then run them all
+            else:
+                self._kick()  # an idle engine starts on this request now, from this very call
         if deadline is None:
             return await job.future
         expiry = loop.call_at(loop.time() + max(0.0, deadline - job.arrived), self._expire, job)
@@ -242,7 +251,7 @@ class DynamicBatcher:
         rows = self._take()
         self.cycles += 1
         self._running = True
-        if self.inline and not self._pending and sum(job.lengths[index] for job, index in rows) <= INLINE_TOKENS:
+        if self._lone(rows):
             self.inline_cycles += 1
             self._cycle_inline(rows, self._loop)
             return
@@ -251,6 +260,27 @@ class DynamicBatcher:
         except RuntimeError as err:  # the engine pool is shut down: nothing can run these
             self._running = False
             self._settle_cycle(rows, [], err)
+
+    def _lone(self, rows: list[tuple[_Job, int]]) -> bool:
+        """Whether this cycle runs on the event loop thread: one small request, nothing else queued nor (if known)
+        received."""
+        return (
+            self.inline
+            and rows[0][0] is rows[-1][0]  # a cycle's rows are its requests' in turn: first and last, one request
+            and not self._pending
+            and sum(job.lengths[index] for job, index in rows) <= INLINE_TOKENS
+            and (self.alone is None or self.alone())
+        )
+
+    def _kick_soon(self) -> None:
+        """:meth:`_kick` after the handlers already scheduled on the event loop have run (and queued)."""
+        if not self._kick_scheduled and self._loop is not None:
+            self._kick_scheduled = True
+            self._loop.call_soon(self._kick_now)
+
+    def _kick_now(self) -> None:
+        self._kick_scheduled = False
+        self._kick()
 
     def _wait_for_batch_mates(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Whether the queue's head should still wait: its wait is not over, no full engine run nor the

@@ -180,6 +180,7 @@ def serve(settings: ServerSettings, sock: socket.socket | None = None) -> int:
         backlog=2048,
     )
     server = _GracefulServer(config)
+    app.received_requests(lambda: len(server.server_state.tasks))  # uvicorn's task per request being answered
     log.info(
         "embedrt: listening on http://%s:%d (warming up); at most %d connections, %g s to send a request",
         host,
