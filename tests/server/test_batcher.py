@@ -259,3 +259,28 @@ def test_a_shared_engine_pool_turns_inline_off(offline):
         batcher.alone = lambda: True
         run(_embed_all(batcher, [([TEXTS[0]], True)]))
     assert batcher.inline is False and batcher.inline_cycles == 0 and batcher.cycles == 1
+
+
+def test_after_a_cycle_of_several_requests_the_next_lone_one_still_uses_the_engine_thread(offline):
+    batcher = DynamicBatcher(offline, max_batch_tokens=4096, inline=True)
+
+    async def scenario():
+        await batcher.start()
+        try:
+            one, two = await batcher.tokenize([TEXTS[0]]), await batcher.tokenize([TEXTS[1]])
+            batcher.alone = lambda: False
+            await asyncio.gather(batcher.embed(one, True), batcher.embed(two, True))  # one cycle, both
+            seen = [(batcher.cycles, batcher.inline_cycles)]
+            batcher.alone = lambda: True
+            for _ in range(2):
+                got = await batcher.embed(one, True)
+                seen.append((batcher.cycles, batcher.inline_cycles))
+            return seen, got
+        finally:
+            await batcher.stop()
+
+    seen, got = run(scenario())
+    start = seen[0][0]
+    # overlapping traffic just now: the engine thread; then, lone after lone: the event loop thread
+    assert seen == [(start, 0), (start + 1, 0), (start + 2, 1)]
+    np.testing.assert_array_equal(got[0], offline.encode(TEXTS[0], normalize=True))

@@ -22,7 +22,9 @@ to the engine thread and back (two thread wake-ups, and the GIL passed between t
 received (the server asks uvicorn); otherwise one event loop step later, so that requests already received
 queue first and the cycle, no longer lone, goes to the engine thread batched. Requests that arrive during
 an inline run wait in the socket for those few milliseconds and are queued when it ends, as they would have
-been queued behind it. (An earlier measurement had found this slower back to back, 7.5 against 6.4 ms;
+been queued behind it, but unread and untokenized: so after a cycle of several requests (overlapping
+traffic) the next cycle goes to the engine thread even if it is lone (at 4-16 clients, inline after every
+lone cycle cost 1-7% of the requests per second in ``benchmarks/latency.py``). (An earlier measurement had found this slower back to back, 7.5 against 6.4 ms;
 repeated for issue 25 with both servers alive and alternating in blocks of 40 back-to-back requests it was
 0.16-0.22 ms faster at p50: docs/serving.md.) Pooling per row and normalization per request make every
 fp32 result what ``Encoder.encode`` gives for that request alone, on either thread.
@@ -140,6 +142,7 @@ class DynamicBatcher:
         #: Whether the request calling :meth:`embed` is the only one received and not answered (None: unknown).
         self.alone: Callable[[], bool] | None = None
         self._kick_scheduled = False
+        self._last_requests = 1  # requests the last cycle took: more than one means traffic overlaps
         # Counters tests read to see what the batcher did (never timings): cycles run, and cycles whose
         # start waited for batch-mates (only with max_wait_s > 0), cycles run on the event loop thread.
         self.cycles = 0
@@ -248,10 +251,11 @@ class DynamicBatcher:
             self._timer.cancel()
             self._timer = None
         self._waiting = False
+        overlapping = self._last_requests > 1
         rows = self._take()
         self.cycles += 1
         self._running = True
-        if self._lone(rows):
+        if not overlapping and self._lone(rows):
             self.inline_cycles += 1
             self._cycle_inline(rows, self._loop)
             return
@@ -263,7 +267,8 @@ class DynamicBatcher:
 
     def _lone(self, rows: list[tuple[_Job, int]]) -> bool:
         """Whether this cycle runs on the event loop thread: one small request, nothing else queued nor (if known)
-        received."""
+        received. (Nor when the cycle before took several requests: :meth:`_kick` checks that. Overlapping
+        traffic is served better on the engine thread, while the loop reads and tokenizes what arrives.)"""
         return (
             self.inline
             and rows[0][0] is rows[-1][0]  # a cycle's rows are its requests' in turn: first and last, one request
@@ -365,6 +370,7 @@ class DynamicBatcher:
                 break  # budget full inside this request; its remaining rows lead the next cycle
             self._pending.popleft()
         self.metrics.batch_requests.observe(requests)
+        self._last_requests = requests
         return rows
 
     # ------------------------------------------------------------------------------------------ engine thread
