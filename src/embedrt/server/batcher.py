@@ -24,10 +24,11 @@ queue first and the cycle, no longer lone, goes to the engine thread batched. Re
 an inline run wait in the socket for those few milliseconds and are queued when it ends, as they would have
 been queued behind it, but unread and untokenized: so after a cycle of several requests (overlapping
 traffic) the next cycle goes to the engine thread even if it is lone (at 4-16 clients, inline after every
-lone cycle cost 1-7% of the requests per second in ``benchmarks/latency.py``). (An earlier measurement had found this slower back to back, 7.5 against 6.4 ms;
-repeated for issue 25 with both servers alive and alternating in blocks of 40 back-to-back requests it was
-0.16-0.22 ms faster at p50: docs/serving.md.) Pooling per row and normalization per request make every
-fp32 result what ``Encoder.encode`` gives for that request alone, on either thread.
+lone cycle cost 1-7% of the requests per second in ``benchmarks/latency.py``). An earlier measurement
+had found the event-loop path slower back to back (7.5 against 6.4 ms); repeated for issue 25 with the loop
+thread's infer request warmed, it was 0.03-0.38 ms closer to the engine (docs/serving.md). Pooling per row
+and normalization per request make every fp32 result what ``Encoder.encode`` gives for that request alone,
+on either thread.
 
 A request may carry a deadline. One that passes while the request is queued, or while its cycle has
 not yet reached its first row, fails with :class:`DeadlineExceeded` and none of its rows reach the engine.
