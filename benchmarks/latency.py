@@ -15,6 +15,8 @@ servers' cache hits are in the results).
    (default settings) on the same text, so that every variant sees the same moment of a shared machine.
    Routes: TEI ``/embed``, OpenAI ``/v1/embeddings`` as float and as base64. The client is a raw
    keep-alive socket: request bytes built before the clock starts, the response read by Content-Length.
+   In the same interleaving, the floor: ``harness/echo.py`` answering as many bytes at once, with no
+   HTTP framework and no application (the loopback's and the client's share, which no server removes).
 2. 4 and 16 concurrent keep-alive clients (threads) on ``/embed`` and ``/v1/embeddings`` base64, one
    server at a time, the servers taking turns in four parts: p50, p99, requests/s and the server's CPU
    per request (``/proc/PID/stat`` utime + stime).
@@ -36,7 +38,7 @@ from pathlib import Path
 
 from harness import artifacts, offline, report, workload
 from harness.load import drive_threads
-from harness.server import Connection, Server, cpu_seconds, post_bytes, source_of
+from harness.server import Connection, Floor, Server, cpu_seconds, post_bytes, source_of
 from harness.timing import percentile, rotate
 from harness.workload import REPO, say
 
@@ -47,6 +49,7 @@ WARMUP_REQUESTS = 30
 #: Parts a concurrent level is cut into; the servers take turns part by part.
 CHUNKS = 4
 ENGINE_LABEL = "engine alone"
+FLOOR_LABEL = "floor (echo)"
 #: label -> (path, JSON body of one text, measured at 4 and 16 clients too)
 ROUTES: dict[str, tuple[str, Callable[[str], dict], bool]] = {
     "/embed": ("/embed", lambda text: {"inputs": text}, True),
@@ -131,14 +134,23 @@ def one_route(engine: Engine, servers: dict[str, Connection], label: str, texts:
 
 def one_client(engine: Engine, servers: dict[str, Connection], texts: Texts, args: argparse.Namespace) -> list[dict]:
     """Every route over one keep-alive connection a server: warm-up texts (first shapes, lazily built
-    paths), then the timed ones."""
+    paths), then the timed ones, interleaved with the floor: an echo answering as many bytes at once."""
     rows = []
     for label in ROUTES:
+        size = 0
         for text in texts.take(args.warmup):
             engine.time(text)
             for connection in servers.values():
-                connection.timed(request_bytes(label, text))
-        rows += one_route(engine, servers, label, texts.take(args.requests))
+                size = len(connection.exchange(request_bytes(label, text))[1])
+        floor = Floor(size)
+        try:
+            echo = floor.open()
+            for text in texts.take(args.warmup):
+                echo.timed(request_bytes(label, text))
+            rows += one_route(engine, {**servers, FLOOR_LABEL: echo}, label, texts.take(args.requests))
+            echo.close()
+        finally:
+            floor.stop()
     return rows
 
 
@@ -224,7 +236,9 @@ def markdown(result: dict) -> str:
         f"{result['cache_hits']}. Best of {result['rounds']} round(s) by p50. Command: `{result['command']}`.",
         "",
         'One client: the engine and the servers interleaved text by text; "engine" columns compare with the '
-        "engine's figures from the same interleaving.",
+        f"engine's figures from the same interleaving. {FLOOR_LABEL}: `harness/echo.py`, a bare uvloop protocol "
+        "answering as many bytes at once (no HTTP framework, no application), in the same interleaving: the part "
+        "of a server's figures that the loopback and the client take, which no server removes.",
         "",
         "| server | route | clients | p50 ms | p99 ms | p50 - engine p50 | p99 / engine p99 | requests/s | "
         "server CPU ms / request | errors |",

@@ -1,5 +1,7 @@
 """`embedrt serve` in a subprocess, for the scenarios that measure the server.
 
+:class:`Floor` runs :mod:`harness.echo` instead: the same client's round trip with no server work at all.
+
 :class:`Server` picks a free port, starts the real CLI (from this checkout, or from another tree of
 sources such as :func:`source_of` a git ref), waits for ``/health``, and stops it with SIGTERM.
 :func:`cpu_seconds` and :func:`rss_mb` read the process's CPU time and memory from ``/proc``.
@@ -184,3 +186,26 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class Floor:
+    """:mod:`harness.echo` in a subprocess answering ``size`` bytes; :meth:`open` a connection, :meth:`stop` it."""
+
+    def __init__(self, size: int) -> None:
+        self.port = free_port()
+        command = [sys.executable, str(Path(__file__).with_name("echo.py")), str(self.port), str(size)]
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+    def open(self) -> Connection:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                return Connection(self.port)
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"the echo floor did not start (exit {self.proc.poll()})") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)

@@ -228,3 +228,59 @@ def test_requests_that_arrive_while_the_engine_is_busy_share_the_next_run(offlin
     np.testing.assert_allclose(first, offline.encode(TEXTS), atol=1e-5)
     for texts, got in zip(small, later, strict=True):
         np.testing.assert_allclose(got, offline.encode(texts), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("alone", "inline_cycles", "cycles"),
+    [
+        (None, 0, 1),  # unknown: the first request waits one loop step, the second joins it on the engine thread
+        (lambda: False, 0, 1),  # others received: the same
+        (lambda: True, 2, 2),  # told each is alone: each runs at once, on the event loop thread
+    ],
+)
+def test_inline_runs_a_lone_request_on_the_loop_and_never_splits_what_was_received_together(
+    offline, alone, inline_cycles, cycles
+):
+    counting = CountingEncoder(offline)
+    batcher = DynamicBatcher(counting, max_batch_tokens=4096, inline=True)
+    batcher.alone = alone
+    requests = [([TEXTS[0]], True), ([TEXTS[1]], True)]
+    results = run(_embed_all(batcher, requests))
+    assert (batcher.inline_cycles, batcher.cycles) == (inline_cycles, cycles)
+    for (texts, _), got in zip(requests, results, strict=True):
+        np.testing.assert_array_equal(got, offline.encode(texts, normalize=True))
+
+
+def test_a_shared_engine_pool_turns_inline_off(offline):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        batcher = DynamicBatcher(offline, inline=True, engine=pool)
+        batcher.alone = lambda: True
+        run(_embed_all(batcher, [([TEXTS[0]], True)]))
+    assert batcher.inline is False and batcher.inline_cycles == 0 and batcher.cycles == 1
+
+
+def test_after_a_cycle_of_several_requests_the_next_lone_one_still_uses_the_engine_thread(offline):
+    batcher = DynamicBatcher(offline, max_batch_tokens=4096, inline=True)
+
+    async def scenario():
+        await batcher.start()
+        try:
+            one, two = await batcher.tokenize([TEXTS[0]]), await batcher.tokenize([TEXTS[1]])
+            batcher.alone = lambda: False
+            await asyncio.gather(batcher.embed(one, True), batcher.embed(two, True))  # one cycle, both
+            seen = [(batcher.cycles, batcher.inline_cycles)]
+            batcher.alone = lambda: True
+            for _ in range(2):
+                got = await batcher.embed(one, True)
+                seen.append((batcher.cycles, batcher.inline_cycles))
+            return seen, got
+        finally:
+            await batcher.stop()
+
+    seen, got = run(scenario())
+    start = seen[0][0]
+    # overlapping traffic just now: the engine thread; then, lone after lone: the event loop thread
+    assert seen == [(start, 0), (start + 1, 0), (start + 2, 1)]
+    np.testing.assert_array_equal(got[0], offline.encode(TEXTS[0], normalize=True))

@@ -105,7 +105,7 @@ def test_requests_arriving_while_the_engine_runs_share_the_next_cycle(offline, t
             held.hold.clear()
         return await first, await asyncio.gather(*later), app.batcher.cycles - cycles
 
-    first, later, cycles = serve(held, scenario)
+    first, later, cycles = serve(held, scenario, inline_lone_requests=False)  # held on the engine thread
     assert cycles == 2  # the first request's cycle, then one for the 15 that queued meanwhile
     for text, response in zip(TEXTS, [first, *later], strict=True):
         assert response.status_code == 200
@@ -129,6 +129,99 @@ def test_errors_are_4xx_and_every_request_leaves_admission(tiny_bundle):
             held.hold.clear()  # never leave the engine thread held, or the test cannot end
         return bad, empty, refused, await busy, app.in_flight
 
-    bad, empty, refused, busy, in_flight = serve(held, scenario, max_concurrent_requests=1)
+    bad, empty, refused, busy, in_flight = serve(held, scenario, max_concurrent_requests=1, inline_lone_requests=False)
     assert (bad.status_code, empty.status_code, refused.status_code, busy.status_code) == (422, 400, 429, 200)
     assert in_flight == 0
+
+
+class ThreadRecordingEncoder:
+    """The real encoder; records the thread of each engine run, and fails runs while ``fail`` is set."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self._encoder = encoder
+        self.threads: list[int] = []
+        self.fail = False
+
+    def __getattr__(self, name):
+        return getattr(self._encoder, name)
+
+    def run_batch(self, batch, normalize=None):
+        self.threads.append(threading.get_ident())
+        if self.fail:
+            raise RuntimeError("the engine broke")
+        return self._encoder.run_batch(batch, normalize)
+
+
+def test_a_lone_request_runs_on_the_event_loop_thread_and_gives_encodes_vector(offline, tiny_bundle):
+    recording = ThreadRecordingEncoder(Encoder.load(tiny_bundle, precision="fp32", threads=1, cache_size=0))
+
+    async def scenario(app, client):
+        loop_thread = threading.get_ident()
+        recording.threads.clear()
+        before = app.batcher.inline_cycles
+        embed = await client.post("/embed", json={"inputs": "只有一个请求"})
+        openai = await client.post("/v1/embeddings", json={"input": "一个人", "encoding_format": "base64"})
+        return loop_thread, app.batcher.inline_cycles - before, embed, openai
+
+    loop_thread, inline, embed, openai = serve(recording, scenario)
+    assert inline == 2 and recording.threads == [loop_thread, loop_thread]
+    assert embed.status_code == 200 and openai.status_code == 200
+    expected = offline.encode(["只有一个请求"], normalize=True)[0]
+    np.testing.assert_array_equal(np.array(embed.json()[0], dtype=np.float32), expected)  # shortest float32 repr
+    vector = np.frombuffer(base64.b64decode(openai.json()["data"][0]["embedding"]), dtype="<f4")
+    np.testing.assert_array_equal(vector, offline.encode(["一个人"], normalize=True)[0])
+
+
+def test_a_large_request_and_a_server_told_not_to_use_the_engine_thread(offline, tiny_bundle):
+    recording = ThreadRecordingEncoder(Encoder.load(tiny_bundle, precision="fp32", threads=1, cache_size=0))
+    many = [text * 4 for text in TEXTS]  # well over INLINE_TOKENS
+
+    async def scenario(app, client):
+        recording.threads.clear()
+        before = app.batcher.inline_cycles
+        response = await client.post("/embed", json={"inputs": many})
+        return app.batcher.inline_cycles - before, set(recording.threads), threading.get_ident(), response
+
+    inline, threads, loop_thread, response = serve(recording, scenario)
+    assert response.status_code == 200 and inline == 0 and loop_thread not in threads
+    np.testing.assert_allclose(np.array(response.json()), offline.encode(many, normalize=True), atol=1e-5)
+
+    async def lone(app, client):
+        recording.threads.clear()
+        response = await client.post("/embed", json={"inputs": "一个"})
+        return app.batcher.inline_cycles, set(recording.threads), threading.get_ident(), response
+
+    inline, threads, loop_thread, response = serve(recording, lone, inline_lone_requests=False)
+    assert response.status_code == 200 and inline == 0 and loop_thread not in threads
+
+
+def test_an_engine_failure_on_the_event_loop_thread_is_a_500_and_the_server_keeps_serving(offline, tiny_bundle):
+    recording = ThreadRecordingEncoder(Encoder.load(tiny_bundle, precision="fp32", threads=1, cache_size=0))
+
+    async def scenario(app, client):
+        recording.fail = True
+        try:
+            failed = await client.post("/embed", json={"inputs": "坏了"})
+        finally:
+            recording.fail = False
+        again = await client.post("/embed", json={"inputs": "好了"})
+        return failed, again, app.batcher.inline_cycles, app.in_flight
+
+    failed, again, inline, in_flight = serve(recording, scenario)
+    assert failed.status_code == 500 and "the engine broke" in failed.json()["error"]
+    assert again.status_code == 200 and inline >= 2 and in_flight == 0
+    np.testing.assert_allclose(again.json()[0], offline.encode("好了", normalize=True), atol=1e-5)
+
+
+@pytest.mark.parametrize(("received", "on_loop"), [(1, True), (3, False)])
+def test_the_http_servers_count_of_received_requests_decides_where_a_lone_request_runs(tiny_bundle, received, on_loop):
+    recording = ThreadRecordingEncoder(Encoder.load(tiny_bundle, precision="fp32", threads=1, cache_size=0))
+
+    async def scenario(app, client):
+        app.received_requests(lambda: received)  # what serve() wires to uvicorn's tasks in flight
+        recording.threads.clear()
+        response = await client.post("/embed", json={"inputs": "一个"})
+        return response, recording.threads, threading.get_ident()
+
+    response, threads, loop_thread = serve(recording, scenario)
+    assert response.status_code == 200 and (threads == [loop_thread]) is on_loop

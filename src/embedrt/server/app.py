@@ -27,6 +27,7 @@ from typing import Any, cast
 
 import numpy as np
 import orjson
+from prometheus_client import Counter
 from tokenizers import Encoding
 
 from embedrt.errors import InputError
@@ -129,6 +130,9 @@ class Model:
     #: Characters per text: beyond it refused without truncation, cut before tokenizing with it (TEI's rule).
     char_limit: int
     compute_type: bytes
+    #: This model's texts and tokens counters (``embedrt_model_*_total``), looked up once rather than per request.
+    texts_total: Counter
+    tokens_total: Counter
     #: What goes before a text whose request names no prompt (--default-prompt-name, else the bundle's default).
     default_prompt: str = ""
 
@@ -171,6 +175,7 @@ class EmbeddingServer:
         self.ready = False
         self.in_flight = 0
         self.routes: dict[str, dict[str, Route]] = {}
+        self._limits: dict[tuple[Dialect, str], Limits] = {}  # by dialect and model: built once, read per request
         for route in ROUTES:
             self.routes.setdefault(route.path, {})[route.method] = route
         self.openapi_body = orjson.dumps(document(self.limits, self.name, self.settings.api_key is not None))
@@ -184,21 +189,33 @@ class EmbeddingServer:
             max_batch_requests=settings.max_batch_requests,
             metrics=self.metrics,
             engine=self.engine,
+            inline=settings.inline_lone_requests and settings.device == "cpu",
         )
+        name = served.name or model_name(encoder)
         return Model(
-            name=served.name or model_name(encoder),
+            name=name,
             encoder=encoder,
             batcher=batcher,
             char_limit=settings.max_input_chars or CHARS_PER_TOKEN * encoder.max_seq_length,
             compute_type=f"{settings.device}+{encoder.engine}+{encoder.precision}".encode(),
             default_prompt=encoder.prompt_text(settings.default_prompt_name),
+            texts_total=self.metrics.model_texts.labels(name),
+            tokens_total=self.metrics.model_tokens.labels(name),
         )
 
     def limits(self, route: Route, model: Model | None = None) -> Limits:
         """What ``route`` takes: OpenAI's 2,048 texts on its routes, TEI's --max-client-batch-size on the others."""
-        encoder = (model or self.models[0]).encoder
+        model = model or self.models[0]
+        key = (route.dialect, model.name)
+        known = self._limits.get(key)
+        if known is None:
+            known = self._limits[key] = self._new_limits(route.dialect, model)
+        return known
+
+    def _new_limits(self, dialect: Dialect, model: Model) -> Limits:
+        encoder = model.encoder
         dim, prompts = encoder.dim, tuple(encoder.prompts)
-        if route.dialect is Dialect.OPENAI:
+        if dialect is Dialect.OPENAI:
             return Limits(dim, self.settings.max_openai_batch_size, "--max-openai-batch-size", prompts)
         split = self.settings.split_client_batches
         return Limits(dim, None if split else self.settings.max_client_batch_size, prompts=prompts)
@@ -221,6 +238,12 @@ class EmbeddingServer:
             )
         request.model = chosen.name
         return chosen
+
+    def received_requests(self, count: Callable[[], int]) -> None:
+        """Tell the batchers how many requests the HTTP server has received and not yet answered, so that a
+        lone request can run at once on the event loop thread (:mod:`embedrt.server.batcher`)."""
+        for model in self.models:
+            model.batcher.alone = lambda: count() <= 1
 
     # ------------------------------------------------------------------------------------------ ASGI
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -252,6 +275,8 @@ class EmbeddingServer:
             await batcher.start()
             for text in WARM_UP_TEXTS:  # first runs allocate engine buffers; pay for that now
                 await batcher.embed(await batcher.tokenize([text] * 4), normalize=False)
+                # and alone: a lone request may run on this thread, whose OpenVINO infer request is its own
+                await batcher.embed(await batcher.tokenize([text]), normalize=False)
             log.info(
                 "embedrt: serving %s (%s %s, %s), dim %d",
                 model.name,
@@ -394,8 +419,8 @@ class EmbeddingServer:
         work.characters += sum(len(text) for text in texts)
         self.metrics.texts.inc(len(texts))
         self.metrics.tokens.inc(work.tokens)
-        self.metrics.model_texts.labels(model.name).inc(len(texts))
-        self.metrics.model_tokens.labels(model.name).inc(work.tokens)
+        model.texts_total.inc(len(texts))
+        model.tokens_total.inc(work.tokens)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     async def cached(
@@ -409,6 +434,10 @@ class EmbeddingServer:
         keys, missing = cache.fill([encoding.ids for encoding in encodings], normalize, out)
         self.metrics.cache_hits.inc(len(keys) - len(missing))
         self.metrics.cache_misses.inc(len(missing))
+        if len(missing) == len(encodings):  # nothing cached: the batcher's array is the answer
+            computed = await batcher.embed(encodings, normalize, deadline, timing)
+            cache.put_many(keys, computed)
+            return computed
         if missing:
             computed = await batcher.embed([encodings[i] for i in missing], normalize, deadline, timing)
             out[missing] = computed

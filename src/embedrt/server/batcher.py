@@ -13,12 +13,22 @@ form the next cycle, as in TEI's queue: low load gets batch-1 latency, high load
 batch-mates before a cycle starts, as the server did before.
 
 Cycles run on ONE worker thread, so the event loop keeps reading and tokenizing what arrives while the
-engine runs (the engine already uses every core per run, so one thread is the right number). Running a
-lone request's engine call on the event loop thread instead, to save the two hand-offs, was measured
-and dropped: with OpenVINO int8 on 2 shared cores its engine time went from ~6 to ~15-25 ms when one
-client sent requests back to back (docs/serving.md; measured again for issue 25: p50 7.5 against 6.4 ms
-back to back, though 0.25-0.4 ms faster when servers were interleaved). Pooling per row and normalization
-per request make every fp32 result what ``Encoder.encode`` gives for that request alone.
+engine runs (the engine already uses every core per run, so one thread is the right number). The
+exception is a lone small request (``inline``, on by default in the server with one model on the CPU):
+when the engine is idle, nothing else is queued and the cycle has at most :data:`INLINE_TOKENS` tokens, the
+cycle runs on the event loop thread itself and the response leaves in the same event loop step: no hand-off
+to the engine thread and back (two thread wake-ups, and the GIL passed between two threads). It starts from
+:meth:`DynamicBatcher.embed` at once when :attr:`DynamicBatcher.alone` says no other request has been
+received (the server asks uvicorn); otherwise one event loop step later, so that requests already received
+queue first and the cycle, no longer lone, goes to the engine thread batched. Requests that arrive during
+an inline run wait in the socket for those few milliseconds and are queued when it ends, as they would have
+been queued behind it, but unread and untokenized: so after a cycle of several requests (overlapping
+traffic) the next cycle goes to the engine thread even if it is lone (at 4-16 clients, inline after every
+lone cycle cost 1-7% of the requests per second in ``benchmarks/latency.py``). An earlier measurement
+had found the event-loop path slower back to back (7.5 against 6.4 ms); repeated for issue 25 with the loop
+thread's infer request warmed, it was 0.03-0.38 ms closer to the engine (docs/serving.md). Pooling per row
+and normalization per request make every fp32 result what ``Encoder.encode`` gives for that request alone,
+on either thread.
 
 A request may carry a deadline. One that passes while the request is queued, or while its cycle has
 not yet reached its first row, fails with :class:`DeadlineExceeded` and none of its rows reach the engine.
@@ -30,6 +40,7 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -52,6 +63,8 @@ INLINE_TOKENIZE_CHARS = 4096
 #: 1-8 short sentences (all-MiniLM-L6-v2, 2 cores): 1, 2 and 4 runs cost the same server CPU within noise,
 #: and p99 / p50 was 1.4, 1.2 and 2.0: a long cycle makes a request that just missed it wait for all of it.
 CYCLE_RUNS = 2
+#: Tokens a cycle may have to run on the event loop thread (``inline``): a few short texts, a few milliseconds.
+INLINE_TOKENS = 128
 
 
 class DeadlineExceeded(EmbedrtError):
@@ -105,6 +118,7 @@ class DynamicBatcher:
         max_batch_requests: int | None = None,
         metrics: Metrics | None = None,
         engine: ThreadPoolExecutor | None = None,
+        inline: bool = False,
     ) -> None:
         self.encoder = encoder
         self.max_batch_tokens = max_batch_tokens
@@ -124,10 +138,17 @@ class DynamicBatcher:
         #: The engine thread; a server with several models passes one pool they share (and shuts it down).
         self._owns_engine = engine is None
         self._engine = engine or ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedrt-engine")
+        #: Run a lone small cycle on the event loop thread (never with a shared pool: other models may be running).
+        self.inline = inline and self._owns_engine
+        #: Whether the request calling :meth:`embed` is the only one received and not answered (None: unknown).
+        self.alone: Callable[[], bool] | None = None
+        self._kick_scheduled = False
+        self._last_requests = 1  # requests the last cycle took: more than one means traffic overlaps
         # Counters tests read to see what the batcher did (never timings): cycles run, and cycles whose
-        # start waited for batch-mates (only with max_wait_s > 0).
+        # start waited for batch-mates (only with max_wait_s > 0), cycles run on the event loop thread.
         self.cycles = 0
         self.waited_cycles = 0
+        self.inline_cycles = 0
 
     # ------------------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -193,7 +214,10 @@ class DynamicBatcher:
         self._pending_tokens += sum(job.lengths)
         self.metrics.queue_size.set(self._pending_texts)
         if not self._running:
-            self._kick()  # an idle engine starts on this request now, from this very call
+            if self.inline and not (self.alone is not None and self.alone()):
+                self._kick_soon()  # others were received: let them queue first, then run them all
+            else:
+                self._kick()  # an idle engine starts on this request now, from this very call
         if deadline is None:
             return await job.future
         expiry = loop.call_at(loop.time() + max(0.0, deadline - job.arrived), self._expire, job)
@@ -231,14 +255,41 @@ class DynamicBatcher:
             self._timer.cancel()
             self._timer = None
         self._waiting = False
+        overlapping = self._last_requests > 1
         rows = self._take()
         self.cycles += 1
         self._running = True
+        if not overlapping and self._lone(rows):
+            self.inline_cycles += 1
+            self._cycle_inline(rows, self._loop)
+            return
         try:
             self._engine.submit(self._cycle, rows, self._loop)
         except RuntimeError as err:  # the engine pool is shut down: nothing can run these
             self._running = False
             self._settle_cycle(rows, [], err)
+
+    def _lone(self, rows: list[tuple[_Job, int]]) -> bool:
+        """Whether this cycle runs on the event loop thread: one small request, nothing else queued nor (if known)
+        received. (Nor when the cycle before took several requests: :meth:`_kick` checks that. Overlapping
+        traffic is served better on the engine thread, while the loop reads and tokenizes what arrives.)"""
+        return (
+            self.inline
+            and rows[0][0] is rows[-1][0]  # a cycle's rows are its requests' in turn: first and last, one request
+            and not self._pending
+            and sum(job.lengths[index] for job, index in rows) <= INLINE_TOKENS
+            and (self.alone is None or self.alone())
+        )
+
+    def _kick_soon(self) -> None:
+        """:meth:`_kick` after the handlers already scheduled on the event loop have run (and queued)."""
+        if not self._kick_scheduled and self._loop is not None:
+            self._kick_scheduled = True
+            self._loop.call_soon(self._kick_now)
+
+    def _kick_now(self) -> None:
+        self._kick_scheduled = False
+        self._kick()
 
     def _wait_for_batch_mates(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Whether the queue's head should still wait: its wait is not over, no full engine run nor the
@@ -323,11 +374,26 @@ class DynamicBatcher:
                 break  # budget full inside this request; its remaining rows lead the next cycle
             self._pending.popleft()
         self.metrics.batch_requests.observe(requests)
+        self._last_requests = requests
         return rows
 
     # ------------------------------------------------------------------------------------------ engine thread
     def _cycle(self, rows: list[tuple[_Job, int]], loop: asyncio.AbstractEventLoop) -> None:
         """Run one cycle, then hand the event loop, in one call, its last answers and the end of the cycle."""
+        settled, error, waits, runs = self._outcome(rows, loop)
+        loop.call_soon_threadsafe(self._cycle_done, rows, settled, error)
+        self._observe(waits, runs)  # metrics after the answers left: off the requests' path
+
+    def _cycle_inline(self, rows: list[tuple[_Job, int]], loop: asyncio.AbstractEventLoop) -> None:
+        """Event loop: run one cycle here and answer it; its metrics wait until the response has been written."""
+        settled, error, waits, runs = self._outcome(rows, loop)
+        self._cycle_done(rows, settled, error)
+        loop.call_soon(self._observe, waits, runs)
+
+    def _outcome(
+        self, rows: list[tuple[_Job, int]], loop: asyncio.AbstractEventLoop
+    ) -> tuple[list[_Outcome], Exception | None, list[float], list[tuple[float, int, int]]]:
+        """Run one cycle: its last answers, an error outside the engine call (or None), and what the metrics get."""
         settled: list[_Outcome] = []
         error: Exception | None = None
         waits: list[float] = []
@@ -336,8 +402,10 @@ class DynamicBatcher:
             self._run_cycle(rows, loop, settled, waits, runs)
         except Exception as err:  # noqa: BLE001 - reported on the event loop, which fails the cycle's requests
             error = err
-        loop.call_soon_threadsafe(self._cycle_done, rows, settled, error)
-        for wait in waits:  # metrics after the answers left: off the requests' path
+        return settled, error, waits, runs
+
+    def _observe(self, waits: list[float], runs: list[tuple[float, int, int]]) -> None:
+        for wait in waits:
             self.metrics.queue_duration.observe(wait)
         for took, size, tokens in runs:
             self.metrics.inference_duration.observe(took)

@@ -7,6 +7,7 @@ With ``--workers N`` the process binds the socket and starts N worker processes
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -160,6 +161,10 @@ def serve(settings: ServerSettings, sock: socket.socket | None = None) -> int:
 
         return serve_workers(settings, bind(settings.host, settings.port))
     served, lanes = load_models(settings)
+    # What is loaded now lives as long as the process: out of the garbage collector's sight, a full collection
+    # no longer walks it (measured: 8.9 ms with the stand-in bundle loaded, ~0 after; such a pause lands on
+    # whichever request is being served when it comes).
+    gc.freeze()
     sock = sock or bind(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     metrics = Metrics()
@@ -181,6 +186,7 @@ def serve(settings: ServerSettings, sock: socket.socket | None = None) -> int:
         backlog=2048,
     )
     server = _GracefulServer(config)
+    app.received_requests(lambda: len(server.server_state.tasks))  # uvicorn's task per request being answered
     log.info(
         "embedrt: listening on http://%s:%d (warming up); at most %d connections, %g s to send a request",
         host,

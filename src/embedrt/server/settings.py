@@ -98,6 +98,9 @@ class ServerSettings:
     length_buckets: bool = False
     #: ``device=cuda``: one text at each padded width replays a captured CUDA graph (docs/gpu.md; off until measured).
     cuda_graphs: bool = False
+    #: A lone small request that finds the engine idle runs on the event loop thread, without the two hand-offs
+    #: to the engine thread and back (CPU, one model; :mod:`embedrt.server.batcher`).
+    inline_lone_requests: bool = True
     #: Embeddings of texts already seen kept in memory and answered without the engine (0: off).
     #: 10,000 vectors of 768 floats are about 31 MB plus keys, a fraction of the model; FAQ traffic's
     #: hot set of distinct questions is usually a few thousand.
@@ -136,6 +139,7 @@ class ServerSettings:
             "split_client_batches": self.split_client_batches,
             "batch_invariant": self.batch_invariant,
             "length_buckets": self.length_buckets,
+            "inline_lone_requests": self.inline_lone_requests,
             "request_timeout_ms": self.request_timeout_ms,
             "payload_limit": self.payload_limit,
             "read_timeout_s": self.read_timeout_s,
@@ -215,6 +219,13 @@ OPTIONS: tuple[Option, ...] = (
         boolean,
         "with --device cuda: one text at each padded width replays a captured CUDA graph (less launch overhead; "
         "off by default until measured on a GPU, see docs/gpu.md)",
+        "BOOL",
+    ),
+    Option(
+        "inline_lone_requests",
+        boolean,
+        "run a lone small request on the event loop thread when the engine is idle, without hand-offs between "
+        "threads (CPU, one model; false: always on the engine thread)",
         "BOOL",
     ),
     Option("cache_size", whole_number(0), "embeddings of texts already seen kept in memory (0: no cache)"),
