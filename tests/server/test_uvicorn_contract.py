@@ -97,3 +97,16 @@ def test_the_subclass_still_overrides_only_what_is_listed():
         if callable(value) and hasattr(httptools_impl.HttpToolsProtocol, name) and not name.startswith("__")
     }
     assert overridden == set(OVERRIDDEN), "Guarded's overrides changed: update OVERRIDDEN in this test"
+
+
+def test_a_request_being_answered_is_a_task_in_the_servers_state():
+    """``serve`` tells the batcher a request is alone from ``len(server.server_state.tasks)`` (the lone request's
+    event-loop path, issue 25): uvicorn must still keep one task per request there, dropped when it ends."""
+    from uvicorn.server import ServerState
+
+    assert isinstance(ServerState().tasks, set), f"uvicorn's ServerState has no set of tasks; {FIX}"
+    protocol = inspect.getsource(httptools_impl.HttpToolsProtocol)
+    assert "self.tasks = server_state.tasks" in protocol, f"the protocol no longer shares the server's tasks; {FIX}"
+    assert "self.tasks.add(task)" in protocol and "self.tasks.discard" in protocol, (
+        f"a request's task is no longer counted in the server's tasks while it runs; {FIX}"
+    )
