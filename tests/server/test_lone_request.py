@@ -271,3 +271,20 @@ def test_a_lone_text_runs_at_once_without_queueing_and_answers_the_queued_paths_
     assert all(status == (500 if fail else 200) for status, _, _ in at_once)
     assert threads == [loop_thread] * len(LONE_BODIES) and in_flight == 0
     assert inline >= len(LONE_BODIES) and requests >= len(LONE_BODIES)
+
+
+def test_texts_and_tokens_are_counted_once_the_response_has_left(cached):
+    """The counters move after the response is sent (off its path), before the handler returns: an in-process
+    caller sees them at once; a refused request counts nothing."""
+
+    async def scenario(app, client):
+        texts = app.metrics.texts._value.get
+        before = texts()
+        ok = await client.post("/v1/embeddings", json={"input": ["计数一", "计数二", "计数三"]})
+        after_ok = texts()
+        bad = await client.post("/v1/embeddings", json={"input": ["计数", 5]})
+        return ok, bad, after_ok - before, texts() - after_ok, app.models[0].tokens_total._value.get()
+
+    ok, bad, counted, counted_bad, tokens = serve(cached, scenario)
+    assert (ok.status_code, bad.status_code, counted, counted_bad) == (200, 422, 3, 0)
+    assert tokens >= ok.json()["usage"]["total_tokens"]
