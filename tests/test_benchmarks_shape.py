@@ -7,6 +7,7 @@ Nothing here runs a benchmark (they take minutes and tests never assert on timin
 from __future__ import annotations
 
 import ast
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,45 @@ def test_what_the_peers_venv_loads_imports_no_embedrt_at_import_time(name: str):
         (node.module or "") if isinstance(node, ast.ImportFrom) else alias.name for node in top for alias in node.names
     }
     assert not {m for m in modules if m.split(".")[0] in {"embedrt", "numpy", "onnxruntime", "openvino"}}, modules
+
+
+def _timing_module():
+    """``benchmarks/harness/timing.py`` loaded from its file (it imports only the standard library)."""
+    spec = importlib.util.spec_from_file_location("bench_timing", BENCHMARKS / "harness" / "timing.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("block", [1, 4, 40])
+def test_latency_turns_give_every_participant_the_same_texts_once(block: int):
+    """latency.py's one-client turns: each participant sends every text exactly once, in the same order."""
+    names, texts = ["engine", "server", "before", "floor"], [f"text {i}" for i in range(100)]
+    turns = list(_timing_module().turns(names, texts, block))
+    for name in names:
+        assert [text for who, text, _ in turns if who == name] == texts
+    counted = {name: sum(1 for who, _, kept in turns if who == name and kept) for name in names}
+    blocks = -(-len(texts) // block)
+    assert counted == dict.fromkeys(names, len(texts) if block == 1 else len(texts) - blocks)
+
+
+def test_latency_back_to_back_turns_are_blocks_whose_order_rotates():
+    """Back to back: a participant's block is consecutive, the first of each block is not counted, and each
+    participant leads in turn (so drift on a shared machine cancels)."""
+    names, texts = ["a", "b", "c"], list(range(12))
+    turns = list(_timing_module().turns(names, texts, 4))
+    runs = [turns[i : i + 4] for i in range(0, len(turns), 4)]
+    assert all(len({who for who, _, _ in run}) == 1 for run in runs)
+    assert all([kept for _, _, kept in run] == [False, True, True, True] for run in runs)
+    leaders = [runs[step * len(names)][0][0] for step in range(len(texts) // 4)]
+    assert leaders == ["a", "b", "c"]
+    assert [who for who, _, _ in turns[:3]] == ["a"] * 3
+
+
+def test_latency_has_both_one_client_modes_as_flags():
+    """The back-to-back mode is a command, not a script in /tmp: flags, both modes in the results table."""
+    source = (BENCHMARKS / "latency.py").read_text(encoding="utf-8")
+    for needed in ('"--modes"', '"--block"', 'INTERLEAVED = "interleaved"', 'BACK_TO_BACK = "back-to-back"'):
+        assert needed in source, needed
+    assert "| mode |" in source

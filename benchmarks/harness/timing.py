@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
+
+Item = TypeVar("Item")
 
 #: ``encode(texts, batch_size)``: what every timed row offers, embedrt or peer.
 Encode = Callable[[Sequence[str], int], object]
@@ -68,6 +71,22 @@ def rotate(order: list, step: int) -> list:
     """``order`` rotated by ``step``: each row leads in turn."""
     shift = step % max(1, len(order))
     return list(order)[shift:] + list(order)[:shift]
+
+
+def turns(names: list[str], items: Sequence[Item], block: int) -> Iterator[tuple[str, Item, bool]]:
+    """Who sends which item when, as ``(name, item, counted)``: every name gets every item once.
+
+    ``block`` <= 1: item by item, each through every name in an order that rotates each item (each pair of
+    timings shares the machine's moment). ``block`` > 1: back to back, each name in turn sends a block of
+    ``block`` consecutive items, the order rotating block by block so that drift cancels; the first item of
+    each block (the one right after another name ran, caches cold) is not counted.
+    """
+    size = max(1, block)
+    for step, start in enumerate(range(0, len(items), size)):
+        chunk = items[start : start + size]
+        for name in rotate(names, step):
+            for position, item in enumerate(chunk):
+                yield name, item, size == 1 or position > 0
 
 
 def interleaved_batch1(order: list[tuple[str, Encode]], texts: Sequence[str], sink: dict[str, list[float]]) -> None:

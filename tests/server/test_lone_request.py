@@ -225,3 +225,66 @@ def test_the_http_servers_count_of_received_requests_decides_where_a_lone_reques
 
     response, threads, loop_thread = serve(recording, scenario)
     assert response.status_code == 200 and (threads == [loop_thread]) is on_loop
+
+
+LONE_BODIES = [
+    ("/embed", {"inputs": "只有一个请求"}),
+    ("/embed", {"inputs": ["只有一个请求"], "normalize": False}),
+    ("/v1/embeddings", {"input": "一个人", "encoding_format": "base64"}),
+    ("/v1/embeddings", {"input": "一个人"}),
+    ("/v1/embeddings", {"input": ["一个", "两个人"], "encoding_format": "base64"}),
+]
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_lone_text_runs_at_once_without_queueing_and_answers_the_queued_paths_bytes(tiny_bundle, fail):
+    """As `embedrt serve` wires it (uvicorn says how many requests it holds), a lone text runs from its handler
+    without entering the queue; every response, 200 or the engine's 500, is byte for byte the queued path's."""
+    recording = ThreadRecordingEncoder(Encoder.load(tiny_bundle, precision="fp32", threads=1, cache_size=0))
+    masked = {"x-compute-time", "x-total-time", "x-tokenization-time", "x-queue-time", "x-inference-time"}
+
+    def scenario(told: bool):
+        async def run(app, client):
+            taken = []
+            if told:
+                app.received_requests(lambda: 1)
+            take = app.batcher._take
+            app.batcher._take = lambda: taken.append(1) or take()  # counts cycles that went through the queue
+            recording.threads.clear()
+            recording.fail = fail
+            answers = []
+            for path, body in LONE_BODIES:
+                response = await client.post(path, json=body)
+                headers = {name: value for name, value in response.headers.items() if name not in masked}
+                answers.append((response.status_code, headers, response.content))
+            recording.fail = False
+            queued = app.metrics.batch_requests._sum.get()  # one request per cycle either way
+            facts = (app.batcher.inline_cycles, queued, len(taken), app.in_flight)
+            return answers, recording.threads, threading.get_ident(), facts
+
+        return run
+
+    at_once, threads, loop_thread, (inline, requests, taken, in_flight) = serve(recording, scenario(True))
+    queued, _, _, (_, _, taken_queued, _) = serve(recording, scenario(False))
+    assert at_once == queued
+    assert taken == 1 and taken_queued == len(LONE_BODIES)  # told alone, only the two-text request queued
+    assert all(status == (500 if fail else 200) for status, _, _ in at_once)
+    assert threads == [loop_thread] * len(LONE_BODIES) and in_flight == 0
+    assert inline >= len(LONE_BODIES) and requests >= len(LONE_BODIES)
+
+
+def test_texts_and_tokens_are_counted_once_the_response_has_left(cached):
+    """The counters move after the response is sent (off its path), before the handler returns: an in-process
+    caller sees them at once; a refused request counts nothing."""
+
+    async def scenario(app, client):
+        texts = app.metrics.texts._value.get
+        before = texts()
+        ok = await client.post("/v1/embeddings", json={"input": ["计数一", "计数二", "计数三"]})
+        after_ok = texts()
+        bad = await client.post("/v1/embeddings", json={"input": ["计数", 5]})
+        return ok, bad, after_ok - before, texts() - after_ok, app.models[0].tokens_total._value.get()
+
+    ok, bad, counted, counted_bad, tokens = serve(cached, scenario)
+    assert (ok.status_code, bad.status_code, counted, counted_bad) == (200, 422, 3, 0)
+    assert tokens >= ok.json()["usage"]["total_tokens"]

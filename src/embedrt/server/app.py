@@ -71,7 +71,7 @@ class ClientGone(Exception):
 class Request:
     """What a route needs of one HTTP request."""
 
-    __slots__ = ("headers", "method", "model", "path", "receive", "started")
+    __slots__ = ("headers", "method", "model", "path", "receive", "started", "work")
 
     def __init__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:
         self.path: str = scope["path"]
@@ -80,6 +80,7 @@ class Request:
         self.receive = receive
         self.started = time.monotonic()
         self.model: str | None = None  # the served model that answered, once a route has chosen it
+        self.work: Work | None = None  # what an embedding route computed, counted once the response has left
 
     async def body(self, limit: int) -> bytes:
         """The whole body, refused with 413 as soon as it passes ``limit`` bytes, however it is sent."""
@@ -330,6 +331,8 @@ class EmbeddingServer:
         await send({"type": "http.response.start", "status": status, "headers": head})
         await send({"type": "http.response.body", "body": body})
         if route is not None and route.embedding:
+            if request.work is not None:
+                self.count(request.work)
             elapsed = time.monotonic() - request.started
             self.metrics.request_duration.labels(request.path).observe(elapsed)
             self.metrics.requests.labels(request.path, str(status)).inc()
@@ -417,11 +420,17 @@ class EmbeddingServer:
             work.tokens += sum(len(encoding.ids) for encoding in encodings)
             parts.append(await self.cached(model, encodings, how.normalize, deadline, work.timing))
         work.characters += sum(len(text) for text in texts)
-        self.metrics.texts.inc(len(texts))
-        self.metrics.tokens.inc(work.tokens)
-        model.texts_total.inc(len(texts))
-        model.tokens_total.inc(work.tokens)
+        work.model, work.texts = model, len(texts)  # counted by _http once the response has left
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def count(self, work: Work) -> None:
+        """The texts and tokens a request embedded, in the metrics: after its response, which right after an
+        engine run (every step on the way to the response runs with cold caches) need not wait for them."""
+        if work.model is not None:
+            self.metrics.texts.inc(work.texts)
+            self.metrics.tokens.inc(work.tokens)
+            work.model.texts_total.inc(work.texts)
+            work.model.tokens_total.inc(work.tokens)
 
     async def cached(
         self, model: Model, encodings: list[Encoding], normalize: bool, deadline: float | None, timing: Timing
@@ -468,7 +477,7 @@ class EmbeddingServer:
         query = OPENAI.read(body, self.limits(route, model))
         truncate = self.settings.auto_truncate
         how = Embedding(True, truncate, "right", _labels("input"), OPENAI_TRUNCATE_FIX, model.prompt(None))
-        work = Work()
+        work = request.work = Work()
         vectors = await self.embed(model, query["input"], how, deadline, work)
         answer = openai_body(vectors, query["encoding_format"], model.name, work.tokens)
         return 200, self.timing_headers(request, model, work), answer
@@ -481,7 +490,7 @@ class EmbeddingServer:
         direction = query["truncation_direction"]
         prompt = model.prompt(query["prompt_name"])
         how = Embedding(query["normalize"], truncate, direction, _labels("inputs"), TRUNCATE_FIX, prompt)
-        work = Work()
+        work = request.work = Work()
         vectors = await self.embed(model, query["inputs"], how, deadline, work)
         return 200, self.timing_headers(request, model, work), tei_body(vectors)
 
@@ -495,7 +504,7 @@ class EmbeddingServer:
         direction = parameters.get("truncation_direction") or query["truncation_direction"] or "right"
         prompt = model.prompt(parameters.get("prompt_name"))
         how = Embedding(True, truncate, direction, _similarity_label, SIMILARITY_TRUNCATE_FIX, prompt)
-        work = Work()
+        work = request.work = Work()
         vectors = await self.embed(model, [inputs["source_sentence"], *inputs["sentences"]], how, deadline, work)
         scores = np.clip(vectors[1:] @ vectors[0], -1.0, 1.0)
         return 200, self.timing_headers(request, model, work), orjson.dumps(scores, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -583,6 +592,9 @@ class Work:
 
     characters: int = 0
     tokens: int = 0
+    #: Texts embedded and the model that embedded them, once every text is done (for the metrics).
+    texts: int = 0
+    model: Model | None = None
     tokenization_s: float = 0.0
     timing: Timing = field(default_factory=Timing)
 

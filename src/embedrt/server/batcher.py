@@ -20,7 +20,9 @@ cycle runs on the event loop thread itself and the response leaves in the same e
 to the engine thread and back (two thread wake-ups, and the GIL passed between two threads). It starts from
 :meth:`DynamicBatcher.embed` at once when :attr:`DynamicBatcher.alone` says no other request has been
 received (the server asks uvicorn); otherwise one event loop step later, so that requests already received
-queue first and the cycle, no longer lone, goes to the engine thread batched. Requests that arrive during
+queue first and the cycle, no longer lone, goes to the engine thread batched. A lone request of one text
+that the server says is alone does not enter the queue at all: its cycle runs from :meth:`DynamicBatcher.embed`
+at once, with the queue's bookkeeping (counts, gauge, taking rows) left out. Requests that arrive during
 an inline run wait in the socket for those few milliseconds and are queued when it ends, as they would have
 been queued behind it, but unread and untokenized: so after a cycle of several requests (overlapping
 traffic) the next cycle goes to the engine thread even if it is lone (at 4-16 clients, inline after every
@@ -209,6 +211,9 @@ class DynamicBatcher:
         )
         if not job.encodings:
             return job.output
+        if self._runs_now(job):
+            self._run_now(job, loop)
+            return job.future.result()  # answered (or failed) here and now
         self._pending.append(job)
         self._pending_texts += len(job.lengths)
         self._pending_tokens += sum(job.lengths)
@@ -268,6 +273,33 @@ class DynamicBatcher:
         except RuntimeError as err:  # the engine pool is shut down: nothing can run these
             self._running = False
             self._settle_cycle(rows, [], err)
+
+    def _runs_now(self, job: _Job) -> bool:
+        """Whether ``job`` is a lone cycle that can run at once without queueing: one text of at most
+        :data:`INLINE_TOKENS` tokens, inline allowed, the engine idle, nothing queued and nothing else received,
+        the last cycle lone too, no fixed wait, its deadline not passed. (What :meth:`_kick` would decide for it,
+        without the queue's bookkeeping.)"""
+        return (
+            self.inline
+            and not self._running
+            and not self._pending
+            and self._last_requests <= 1
+            and self.max_wait_s <= 0
+            and len(job.lengths) == 1
+            and job.lengths[0] <= INLINE_TOKENS
+            and self.alone is not None
+            and self.alone()
+            and not job.expired(job.arrived)
+        )
+
+    def _run_now(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
+        """Run ``job``'s cycle here, on the event loop thread, as :meth:`_kick` would have after queueing it."""
+        job.taken = 1
+        self.metrics.batch_requests.observe(1)
+        self.cycles += 1
+        self.inline_cycles += 1
+        self._running = True
+        self._cycle_inline([(job, 0)], loop)
 
     def _lone(self, rows: list[tuple[_Job, int]]) -> bool:
         """Whether this cycle runs on the event loop thread: one small request, nothing else queued nor (if known)
