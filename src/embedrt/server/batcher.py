@@ -157,7 +157,7 @@ class DynamicBatcher:
         """Bind to the running event loop; from now on requests start cycles. A GPU encoder's CUDA graphs move to
         the engine thread, the one that runs its batches (:meth:`Encoder.adopt_thread`)."""
         self._loop = asyncio.get_running_loop()
-        if getattr(self.encoder, "cuda_graphs", False) is True:
+        if self.encoder.cuda_graphs:
             await self._loop.run_in_executor(self._engine, self.encoder.adopt_thread)
 
     async def stop(self) -> None:
@@ -280,16 +280,13 @@ class DynamicBatcher:
         the last cycle lone too, no fixed wait, its deadline not passed. (What :meth:`_kick` would decide for it,
         without the queue's bookkeeping.)"""
         return (
-            self.inline
-            and not self._running
-            and not self._pending
+            not self._running
             and self._last_requests <= 1
             and self.max_wait_s <= 0
             and len(job.lengths) == 1
-            and job.lengths[0] <= INLINE_TOKENS
-            and self.alone is not None
-            and self.alone()
+            and self.alone is not None  # known to be alone, not merely not known otherwise
             and not job.expired(job.arrived)
+            and self._lone([(job, 0)])  # inline, nothing queued, few tokens, alone
         )
 
     def _run_now(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
