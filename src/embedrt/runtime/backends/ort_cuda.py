@@ -351,7 +351,6 @@ class OrtCudaBackend:
         self.graphs: GraphRunner | None = None
         #: Why :meth:`enable_graphs` left graphs off ("" when on or never asked).
         self.graphs_off = ""
-        self._graph_session = None
 
     def enable_graphs(self, shapes: Sequence[tuple[int, int]]) -> list[tuple[int, int, float]]:
         """Capture CUDA graphs of ``shapes`` (``(rows, width)``) on the calling thread; batches of those shapes
