@@ -22,6 +22,7 @@ import importlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,21 @@ def export(args: argparse.Namespace) -> bool:
     return True
 
 
+def _each_precision(precisions: tuple[str, ...], check: Callable[[str], bool], claim: str) -> bool:
+    """``check`` each precision (an exception is that precision's FAIL line, and the others still run), then one
+    RESULT line for ``claim``."""
+    ok = True
+    for precision in precisions:
+        try:
+            fits = check(precision)
+        except Exception as err:  # report and go on to the other precision
+            print(f"FAIL {precision}: {type(err).__name__}: {err}")
+            fits = False
+        ok = ok and fits
+    print(f"RESULT: {'PASS' if ok else 'FAIL'} {claim}")
+    return ok
+
+
 def _cuda_precision(bundle: Path, precision: str, texts: list[str], reference: Any) -> bool:
     import numpy as np
 
@@ -136,16 +152,11 @@ def cuda(args: argparse.Namespace) -> bool:
 
     texts = _texts(args.data, 256)
     reference = Encoder.load(args.bundle, precision="fp32", device="cpu").encode(texts, batch_size=32)
-    ok = True
-    for precision in ("fp16", "fp32"):
-        try:
-            fits = _cuda_precision(args.bundle, precision, texts, reference)
-        except Exception as err:  # report and go on to the other precision
-            print(f"FAIL {precision}: {type(err).__name__}: {err}")
-            fits = False
-        ok = ok and fits
-    print(f"RESULT: {'PASS' if ok else 'FAIL'} CUDA parity and batch invariance")
-    return ok
+    return _each_precision(
+        ("fp16", "fp32"),
+        lambda precision: _cuda_precision(args.bundle, precision, texts, reference),
+        "CUDA parity and batch invariance",
+    )
 
 
 def no_torch(args: argparse.Namespace) -> bool:
@@ -177,41 +188,39 @@ def no_torch(args: argparse.Namespace) -> bool:
     return started
 
 
-def pooling(args: argparse.Namespace) -> bool:
-    """Mean pooling in the graph, on the GPU, against NumPy pooling of the same run's token embeddings."""
+def _pooling_precision(bundle: Path, precision: str, texts: list[str]) -> bool:
     import numpy as np
 
     from embedrt import Encoder
     from embedrt.export.validate import cosine_rows
     from embedrt.runtime.pooling import pool
 
+    encoder = Encoder.load(bundle, precision=precision, device="cuda")
+    if not getattr(encoder.backend, "pools_on_device", False):
+        print(f"FAIL {precision}: the CUDA backend does not pool on the device (no sentence_embedding output?)")
+        return False
+    worst, largest = 1.0, 0.0
+    for batch in encoder.batches(encoder.tokenize(texts), 64):
+        on_device = encoder.backend.run_pooled(batch.inputs)
+        on_host = pool(encoder.backend.run(batch.inputs), batch.inputs["attention_mask"], encoder.manifest.pooling)
+        worst = min(worst, float(cosine_rows(on_device, on_host).min()))
+        largest = max(largest, float(np.abs(on_device - on_host).max()))
+    fits = worst >= 1 - 1e-6
+    print(
+        f"{'PASS' if fits else 'FAIL'} {precision}: device pooling vs NumPy pooling of the same output, "
+        f"n={len(texts)}, min cos {worst:.9f}, max |diff| {largest:.2e} (buckets: {encoder.bucket_widths})"
+    )
+    return fits
+
+
+def pooling(args: argparse.Namespace) -> bool:
+    """Mean pooling in the graph, on the GPU, against NumPy pooling of the same run's token embeddings."""
     texts = _texts(args.data, 256)
-    ok = True
-    for precision in ("fp32", "fp16"):
-        try:
-            encoder = Encoder.load(args.bundle, precision=precision, device="cuda")
-        except Exception as err:  # report and go on to the other precision
-            print(f"FAIL {precision}: {type(err).__name__}: {err}")
-            ok = False
-            continue
-        if not getattr(encoder.backend, "pools_on_device", False):
-            print(f"FAIL {precision}: the CUDA backend does not pool on the device (no sentence_embedding output?)")
-            ok = False
-            continue
-        worst, largest = 1.0, 0.0
-        for batch in encoder.batches(encoder.tokenize(texts), 64):
-            on_device = encoder.backend.run_pooled(batch.inputs)
-            on_host = pool(encoder.backend.run(batch.inputs), batch.inputs["attention_mask"], encoder.manifest.pooling)
-            worst = min(worst, float(cosine_rows(on_device, on_host).min()))
-            largest = max(largest, float(np.abs(on_device - on_host).max()))
-        fits = worst >= 1 - 1e-6
-        ok = ok and fits
-        print(
-            f"{'PASS' if fits else 'FAIL'} {precision}: device pooling vs NumPy pooling of the same output, "
-            f"n={len(texts)}, min cos {worst:.9f}, max |diff| {largest:.2e} (buckets: {encoder.bucket_widths})"
-        )
-    print(f"RESULT: {'PASS' if ok else 'FAIL'} device pooling equals NumPy pooling to 1e-6 cosine")
-    return ok
+    return _each_precision(
+        ("fp32", "fp16"),
+        lambda precision: _pooling_precision(args.bundle, precision, texts),
+        "device pooling equals NumPy pooling to 1e-6 cosine",
+    )
 
 
 def _batch1_ms(encoder: Any, texts: list[str]) -> tuple[float, float]:
@@ -263,16 +272,11 @@ def _graphs_precision(bundle: Path, precision: str, texts: list[str]) -> bool:
 def graphs(args: argparse.Namespace) -> bool:
     """CUDA graphs of one text at each bucket width: accepted, same vectors as without, and their batch-1 latency."""
     texts = _texts(args.data, 300)
-    ok = True
-    for precision in ("fp16", "fp32"):
-        try:
-            fits = _graphs_precision(args.bundle, precision, texts)
-        except Exception as err:  # report and go on to the other precision
-            print(f"FAIL {precision}: {type(err).__name__}: {err}")
-            fits = False
-        ok = ok and fits
-    print(f"RESULT: {'PASS' if ok else 'FAIL'} CUDA graphs give the normal session's vectors")
-    return ok
+    return _each_precision(
+        ("fp16", "fp32"),
+        lambda precision: _graphs_precision(args.bundle, precision, texts),
+        "CUDA graphs give the normal session's vectors",
+    )
 
 
 async def _drive(encoder: Any, requests: list[list[str]], clients: int, max_batch_tokens: int) -> tuple[Any, ...]:
