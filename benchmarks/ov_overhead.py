@@ -6,14 +6,20 @@ throughput passes alternate between them, batch-1 calls are interleaved text by 
 order, and so are server-like cycles (one call of 4, 16 or 48 texts of mixed lengths, as a server's
 batcher hands them over). The rows take the difference apart:
 
-1. embedrt's ``Encoder`` (OpenVINO int8);
-2. the hand-written loop of ``harness.peers.ov_direct`` on embedrt's IR with embedrt's settings (1 vs 2: the runtime);
-3. the same loop on NNCF's default IR of the same graph, same settings (2 vs 3: the quantization recipe);
+1. embedrt's ``Encoder`` (OpenVINO int8, its defaults: fused attention in length buckets);
+2. the hand-written loop of ``harness.peers.ov_direct`` on embedrt's IR with embedrt's settings (1 vs 2: the
+   runtime, length buckets included);
+3. the same loop on NNCF's default IR of the same graph, attention unfused (2 vs 3: the recipe and the fusion);
 4. that loop with OpenVINO's defaults, the reference (3 vs 4: fused attention off, for batch invariance);
 5. the loop on embedrt's IR with fused attention kept and 15 masked keys added to every attention
    (``harness.peers.pad_attention_keys``): another batch-invariant way, tried for issue 20;
 6. embedrt's ``Encoder`` with ``batch_invariant=False`` (OpenVINO's fused attention, as the reference);
-7. embedrt's ``Encoder`` with ``buckets=True``: fused attention, kept batch-invariant by length buckets.
+7. embedrt's ``Encoder`` with ``buckets=False``: attention unfused (``SNIPPETS_MODE=DISABLE``), the other
+   batch-invariant way, the default until length buckets took its place.
+
+``--ladders`` times other rows instead: the reference, the default, ``buckets=False``, and the default with
+the :class:`~embedrt.runtime.batching.LengthBuckets` ladder at other ``min_step`` values (the padding step of
+short texts; 4 is the default), to show what the step trades between one text and bulk work.
 
 embedrt's rows run with ``streams=1``, as the loops do: this script measures the runtime's own cost
 (``threads_ab.py --cores`` measures streams).
@@ -21,6 +27,7 @@ embedrt's rows run with ``streams=1``, as the loops do: this script measures the
 Each row's vectors of every text alone are also compared with the same texts encoded in batches of 32.
 
     python benchmarks/ov_overhead.py [--rounds 8] [--threads 2]   # results/ov_overhead.{md,json}
+    python benchmarks/ov_overhead.py --ladders --rounds 5         # results/ov_overhead_ladders.{md,json}
     python benchmarks/ov_overhead.py --quick                      # smoke run: 48 texts, one round
 """
 
@@ -36,6 +43,7 @@ import numpy as np
 from embedrt import Encoder
 from embedrt.export.validate import cosine_rows
 from embedrt.runtime.backends.openvino import OpenVinoSettings
+from embedrt.runtime.batching import LengthBuckets
 from embedrt.tools.bench import machine_facts
 from engines import ov_direct
 from harness import artifacts, peers, report, workload
@@ -49,32 +57,55 @@ CYCLES = 12
 
 
 def rows(work: Path, threads: int) -> dict[str, Encode]:
-    """The seven rows; rows 2 and 3 compile with exactly what embedrt's backend passes for its int8 variant."""
-    embedrt_config = OpenVinoSettings(threads=threads, batch_invariant=True).compile_config()
-    fused_config = OpenVinoSettings(threads=threads).compile_config()
+    """The seven rows; row 2 compiles with exactly what embedrt's backend passes for its int8 variant by default
+    (fused attention), row 3 with what it passes with ``buckets=False`` (attention unfused)."""
+    unfused_config = OpenVinoSettings(threads=threads, batch_invariant=True).compile_config()
+    fused_config = OpenVinoSettings(threads=threads).compile_config()  # what embedrt's default compiles with
     bundle = work / "bundle"
     options = {"precision": "int8", "engine": "openvino", "threads": threads, "streams": 1}
     encoder = Encoder.load(bundle, **options)
     fused = Encoder.load(bundle, batch_invariant=False, **options)
-    bucketed = Encoder.load(bundle, buckets=True, **options)
+    unfused = Encoder.load(bundle, buckets=False, **options)
     tokenizer = bundle / "tokenizer.json"
     return {
         "embedrt Encoder, OpenVINO int8": lambda batch, size: encoder.encode(batch, batch_size=size),
         "OpenVINO directly, embedrt's IR and settings": peers.ov_direct(
-            bundle / "openvino" / "model_int8.xml", tokenizer, threads, "f32", embedrt_config
+            bundle / "openvino" / "model_int8.xml", tokenizer, threads, "f32", fused_config
         ),
         "OpenVINO directly, NNCF default IR, fused attention off": ov_direct(
-            "ov-direct-int8", work, threads, embedrt_config
+            "ov-direct-int8", work, threads, unfused_config
         ),
         REFERENCE: ov_direct("ov-direct-int8", work, threads),
         "OpenVINO directly, embedrt's IR, fused + 15 masked keys": peers.ov_direct(
             bundle / "openvino" / "model_int8.xml", tokenizer, threads, "f32", fused_config, peers.pad_attention_keys
         ),
         "embedrt Encoder, batch_invariant=False": lambda batch, size: fused.encode(batch, batch_size=size),
-        "embedrt Encoder, length buckets (fused attention)": lambda batch, size: bucketed.encode(
+        "embedrt Encoder, buckets=False (attention unfused)": lambda batch, size: unfused.encode(
             batch, batch_size=size
         ),
     }
+
+
+#: ``min_step`` values of the ladders ``--ladders`` compares with the default's.
+LADDER_STEPS = (1, 2, 8, 16)
+
+
+def ladder_rows(work: Path, threads: int) -> dict[str, Encode]:
+    """The reference, embedrt's default and ``buckets=False``, and the default at each of :data:`LADDER_STEPS`."""
+    bundle = work / "bundle"
+    options = {"precision": "int8", "engine": "openvino", "threads": threads, "streams": 1}
+    encoders = {
+        f"embedrt Encoder, OpenVINO int8 (ladder min_step {LengthBuckets().min_step})": Encoder.load(bundle, **options),
+        "embedrt Encoder, buckets=False (attention unfused)": Encoder.load(bundle, buckets=False, **options),
+    }
+    for step in LADDER_STEPS:
+        encoder = Encoder.load(bundle, **options)
+        encoder.buckets = LengthBuckets(max_length=encoder.max_seq_length, min_step=step)
+        encoders[f"embedrt Encoder, ladder min_step {step}"] = encoder
+    found: dict[str, Encode] = {REFERENCE: ov_direct("ov-direct-int8", work, threads)}
+    for name, encoder in encoders.items():
+        found[name] = lambda batch, size, encoder=encoder: encoder.encode(batch, batch_size=size)
+    return found
 
 
 def alone_vs_batched(run: Encode, texts: list[str], batch_size: int) -> dict:
@@ -161,13 +192,15 @@ def markdown(summary: dict, args: argparse.Namespace, described: str, count: int
 
 
 def main() -> None:
-    args = report.one_process_parser(__doc__, rounds=8).parse_args()
+    parser = report.one_process_parser(__doc__, rounds=8)
+    parser.add_argument("--ladders", action="store_true", help="compare length-bucket ladders instead")
+    args = parser.parse_args()
     report.quick(args, rounds=1, limit=48)
     standin = artifacts.Standin(artifacts.work_dir("dmetasoul", args.work))
     standin.ensure_ov_direct_int8()
     found = workload.sentences(args.data, getattr(args, "limit", 1000))
     texts = found.texts
-    timed = rows(standin.work, args.threads)
+    timed = (ladder_rows if args.ladders else rows)(standin.work, args.threads)
     load_at_start = os.getloadavg()[0]
     invariance = {name: alone_vs_batched(run, texts, args.batch_size) for name, run in timed.items()}
     throughput, batch1, cycles = measure(timed, texts, args)
@@ -190,7 +223,7 @@ def main() -> None:
         "batch1_ms": batch1,
         "cycle_ms": cycles,
     }
-    report.write(report.results_dir(args), "ov_overhead", record, text)
+    report.write(report.results_dir(args), "ov_overhead_ladders" if args.ladders else "ov_overhead", record, text)
     print(text)
 
 

@@ -10,6 +10,8 @@ like the official ``openai`` client does. Modes, alternated in every round, one 
   texts are still batched together), i.e. what a plain "one request, one encode()" server does.
 - ``2-workers`` (only when ``--modes`` names it): ``--workers 2``, ``--threads`` split between two
   processes on one port.
+- ``unfused`` (only when ``--modes`` names it): ``--length-buckets false``, OpenVINO int8's attention unfused
+  instead of length buckets, the other batch-invariant way (``--modes batching,unfused`` compares them).
 
 Writes ``results/serve_<precision>.json`` and ``.md``; the server log goes to ``--work``. Model: the
 full-size DMetaSoul stand-in (4 x 768, vocab 21128; the real bert-base-chinese vocabulary when the data
@@ -39,6 +41,8 @@ MODES = {
     "no-batching": ["--max-wait-ms", "0", "--max-batch-requests", "1"],
     # --threads split between the workers: with --threads 2, 2 processes of 1 engine thread each.
     "2-workers": ["--workers", "2"],
+    # OpenVINO int8's attention unfused instead of length buckets (the default before 2026-12-05).
+    "unfused": ["--length-buckets", "false"],
 }
 LEVEL_TIMEOUT_S = 120.0
 OFFLINE = "offline encode()"

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from embedrt import Encoder
+from embedrt.errors import InputError
 from embedrt.export.openvino import builtin_calibration
 from embedrt.export.sentences import PARITY_SENTENCES
 from embedrt.export.validate import cosine_rows
@@ -20,20 +21,22 @@ lengths = st.lists(st.integers(1, 512), min_size=1, max_size=80)
 
 
 @given(length=st.integers(1, 512), max_length=st.integers(1, 512))
-def test_a_width_holds_its_text_and_wastes_at_most_an_eighth(length, max_length):
+def test_a_width_holds_its_text_and_wastes_under_a_step_or_at_most_an_eighth(length, max_length):
     buckets = LengthBuckets(max_length=max(max_length, length))
     width = buckets.width(length)
     assert length <= width <= buckets.max_length
-    assert width - length <= length / 8
+    assert width - length < buckets.min_step or width - length <= length / 8
     assert buckets.width(width) == width  # a width is its own bucket
     assert width in buckets.widths()
     assert all(buckets.width(shorter) <= width for shorter in range(1, length))  # monotone
 
 
-def test_short_texts_are_never_padded_and_longer_ones_climb_a_ladder():
+def test_widths_are_multiples_of_four_up_to_64_then_climb_a_ladder():
     widths = LengthBuckets(max_length=128).widths()
-    assert widths[:32] == list(range(1, 33))
-    assert widths[32:] == [36, 40, 44, 48, 52, 56, 60, 64, 72, 80, 88, 96, 104, 112, 120, 128]
+    assert widths[:16] == list(range(4, 65, 4))
+    assert widths[16:] == [72, 80, 88, 96, 104, 112, 120, 128]
+    assert LengthBuckets(max_length=6).widths() == [4, 6]  # never past the bundle's maximum
+    assert LengthBuckets(min_step=1).widths()[:16] == list(range(1, 17))  # exact widths for short texts
 
 
 @given(lengths=lengths, batch_size=st.integers(1, 40), budget=st.none() | st.integers(1, 4096))
@@ -156,8 +159,29 @@ def test_the_server_batcher_with_buckets_returns_what_encode_returns(bucketed):
         assert np.array_equal(served, bucketed.encode(texts))
 
 
-def test_serve_has_a_length_buckets_switch():
-    from embedrt.server.settings import ServerSettings
+def test_serve_has_a_length_buckets_switch_that_defaults_to_auto():
+    from embedrt.server.settings import ServerSettings, resolve_settings
 
-    assert ServerSettings(bundle="b").length_buckets is False
+    assert ServerSettings(bundle="b").length_buckets is None
+    assert ServerSettings(bundle="b").public()["length_buckets"] == "auto"
     assert ServerSettings(bundle="b", length_buckets=True).public()["length_buckets"] is True
+    for flag, expected in (("auto", None), ("true", True), ("false", False)):
+        assert resolve_settings({"bundle": "b", "length_buckets": flag}).length_buckets is expected
+    with pytest.raises(InputError, match="expected true, false or auto"):
+        resolve_settings({"bundle": "b", "length_buckets": "maybe"})
+
+
+def test_buckets_are_the_default_for_openvino_int8_only(minilm_ov_bundle, tiny_ov_bundle):
+    """``buckets=None``: OpenVINO int8 gets them with its fused attention; ``False`` unfuses instead; other
+    engines and precisions, and ``batch_invariant=False``, pad to the batch as before."""
+    default = Encoder.load(minilm_ov_bundle, precision="int8", engine="openvino", streams=1)
+    assert default.buckets is not None
+    assert "SNIPPETS_MODE" not in default.backend.settings.compile_config()
+    unfused = Encoder.load(minilm_ov_bundle, precision="int8", engine="openvino", buckets=False, streams=1)
+    assert unfused.buckets is None and unfused.backend.settings.compile_config()["SNIPPETS_MODE"] == "DISABLE"
+    for options in (
+        {"precision": "fp32", "engine": "openvino"},
+        {"precision": "int8", "engine": "openvino", "batch_invariant": False},
+    ):
+        assert Encoder.load(minilm_ov_bundle, streams=1, **options).buckets is None, options
+    assert Encoder.load(tiny_ov_bundle, precision="int8", engine="onnxruntime", streams=1).buckets is None

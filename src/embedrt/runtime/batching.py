@@ -17,24 +17,25 @@ from tokenizers import Encoding
 class LengthBuckets:
     """Padded widths that depend only on a text's own token length, never on its batch-mates.
 
-    Every length up to ``exact_up_to`` is its own bucket (no padding at all); above it, each doubling
-    of length has ``steps`` buckets (with the default 8: widths 36, 40, ... 64, then 72, 80, ... 128, ...),
-    so a text pays at most 1/8 of its length in padding, and widths stop at ``max_length``. Texts of
-    one bucket are batched together and padded to its width, so a kernel sees the same width for a text
-    alone or in any batch: OpenVINO's fused attention, whose softmax sums keys in an order set by the
-    padded width, then gives bit-identical vectors whatever the batch (docs/openvino.md, Length buckets).
+    Widths climb a ladder: multiples of ``min_step`` (default 4) up to ``16 * min_step`` tokens, then
+    ``steps`` widths per doubling of length (with the default 8: 72, 80, ... 128, then 144, 160, ... 256,
+    ...), so a text pays fewer than ``min_step`` tokens, or at most 1/8 of its length, in padding, and
+    widths stop at ``max_length``. Texts of one bucket are batched together and padded to its width, so a
+    kernel sees the same width for a text alone or in any batch: OpenVINO's fused attention, whose result
+    moves with the padded width, then gives bit-identical vectors whatever the batch (docs/openvino.md,
+    Length buckets). Few widths also mean fewer new shapes for an engine to prepare: one text padded to a
+    multiple of 4 ran faster than at its exact length (``benchmarks/results/ov_overhead.md``).
     """
 
     max_length: int = 512
-    exact_up_to: int = 32
+    min_step: int = 4
     steps: int = 8
 
     def width(self, length: int) -> int:
         """The padded width of a text of ``length`` tokens."""
-        if length <= self.exact_up_to:
-            return max(1, length)
-        step = max(1, (1 << (length - 1).bit_length()) // (2 * self.steps))  # (2^(k-1), 2^k] in steps
-        return max(length, min(-(-length // step) * step, self.max_length))
+        ladder = (1 << (max(1, length) - 1).bit_length()) // (2 * self.steps)  # (2^(k-1), 2^k] in steps
+        step = max(self.min_step, ladder, 1)
+        return max(length, min(-(-max(1, length) // step) * step, self.max_length))
 
     def widths(self) -> list[int]:
         """Every width a text of 1 to ``max_length`` tokens can be padded to (for warm-up), shortest first."""

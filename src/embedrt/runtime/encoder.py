@@ -130,7 +130,7 @@ class Encoder:
         engine: str = "auto",
         spin: bool = True,
         batch_invariant: bool = True,
-        buckets: bool = False,
+        buckets: bool | None = None,
         warmup: bool = False,
         streams: int | None = None,
         cuda_graphs: bool = False,
@@ -148,14 +148,16 @@ class Encoder:
         for back-to-back batches, CPU burnt while idle or sharing cores); the server turns it off.
         ``batch_invariant``: a text's vector does not depend on its batch-mates. Variants that cannot promise
         it (ONNX Runtime's dynamic int8 in bundles exported before static scales) are never chosen: ``auto``
-        falls back to the next one with a warning, ``precision="int8"`` is an error. OpenVINO int8 runs
-        attention unfused. ``False`` is the explicit way to ask for faster batch-dependent kernels: OpenVINO's
-        fused attention, faster for one text, whose vectors then move slightly with the padded width of their
-        batch (figures: ``benchmarks/results/ov_overhead.md``), and an old bundle's dynamic int8 (docs/openvino.md).
+        falls back to the next one with a warning, ``precision="int8"`` is an error. OpenVINO int8 keeps its
+        fused attention, made batch-invariant by length buckets (below). ``False`` is the explicit way to ask for
+        faster batch-dependent kernels: OpenVINO's fused attention over batch-wide padding, whose vectors then move
+        slightly with the padded width of their batch, and an old bundle's dynamic int8 (docs/openvino.md).
         ``buckets``: pad each text to a width set by its own length (:class:`~embedrt.runtime.batching.LengthBuckets`)
         and batch only texts of one width together; a kernel then sees the same width for a text alone or in any
-        batch, so OpenVINO int8 keeps its fused attention and stays batch-invariant (off by default: a mix of
-        lengths then splits into more, smaller runs). ``warmup`` runs every width once at load, so a first request
+        batch, so OpenVINO int8 keeps its fused attention and stays batch-invariant. ``None`` (the default): on for
+        OpenVINO int8 on the CPU when ``batch_invariant`` (faster for one text than attention unfused, as fast in
+        throughput: ``benchmarks/results/ov_overhead.md``), off elsewhere; ``False`` there runs attention unfused
+        instead, invariant too. ``warmup`` runs every width once at load, so a first request
         does not pay for a new shape (OpenVINO prepares a plan per new width; docs/openvino.md, Length buckets).
         ``streams``: engine instances that run the batches of one ``encode`` call side by side, sharing the
         threads (:mod:`embedrt.runtime.streams`; ``None`` picks from the threads, 1 turns it off); a one-batch
@@ -172,6 +174,8 @@ class Encoder:
         choice = choose(opened, precision, engine, device, batch_invariant)
         manifest = opened.manifest
         tokenizer = TextTokenizer(opened.tokenizer_path, manifest.max_seq_length, manifest.do_lower_case)
+        if buckets is None:
+            buckets = batch_invariant and device == "cpu" and choice.engine == "openvino" and choice.precision == "int8"
         # Same width alone or in a batch: attention needs no unfusing to be batch-invariant (see LengthBuckets).
         unfused = batch_invariant and not buckets
         backend = open_backend(opened, choice, device, threads, verify=verify, spin=spin, batch_invariant=unfused)

@@ -144,7 +144,8 @@ def load_models(settings: ServerSettings) -> tuple[list[Served], int]:
         )
         served.append(Served(encoder, name or (settings.served_model_name if len(specs) == 1 else None)))
         described = f"{threads} threads" if threads else cpu_budget().describe()
-        log.info("embedrt: %s: engine %s %s on %s", path, encoder.engine, encoder.precision, described)
+        padding = "length buckets" if encoder.buckets is not None else "padded to each batch"
+        log.info("embedrt: %s: engine %s %s on %s, %s", path, encoder.engine, encoder.precision, described, padding)
     if len(specs) > 1:
         log.info("embedrt: %d models share %d engine threads of %d threads each", len(specs), lanes, threads)
     return served, lanes

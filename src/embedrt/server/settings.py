@@ -36,6 +36,16 @@ def boolean(text: str) -> bool:
     raise OptionValueError(f"expected true or false, got {text!r}")
 
 
+def boolean_or_auto(text: str) -> bool | None:
+    """``auto`` (``None``: the library decides), else :func:`boolean`."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return boolean(text)
+    except OptionValueError:
+        raise OptionValueError(f"expected true, false or auto, got {text!r}") from None
+
+
 def seconds(text: str) -> float:
     try:
         value = float(text)
@@ -90,12 +100,13 @@ class ServerSettings:
     max_batch_requests: int | None = None
     #: Split a request with more than max_client_batch_size texts into batches instead of refusing it.
     split_client_batches: bool = False
-    #: A text's vector does not depend on its batch-mates: no batch-dependent variant, OpenVINO int8 unfused.
+    #: A text's vector does not depend on its batch-mates: no batch-dependent variant, OpenVINO int8's attention
+    #: in length buckets (or unfused).
     batch_invariant: bool = True
     #: Pad each text to a width set by its own length and run texts of one width together
     #: (:class:`~embedrt.runtime.batching.LengthBuckets`): OpenVINO int8 then keeps its fused attention, still
-    #: batch-invariant. Off by default: mixed-length cycles split into more, smaller runs (docs/openvino.md).
-    length_buckets: bool = False
+    #: batch-invariant. ``None`` (auto, the default): on for OpenVINO int8, off elsewhere (``Encoder.load``'s rule).
+    length_buckets: bool | None = None
     #: ``device=cuda``: one text at each padded width replays a captured CUDA graph (docs/gpu.md; off until measured).
     cuda_graphs: bool = False
     #: A lone small request that finds the engine idle runs on the event loop thread, without the two hand-offs
@@ -138,7 +149,7 @@ class ServerSettings:
             "max_batch_requests": self.max_batch_requests,
             "split_client_batches": self.split_client_batches,
             "batch_invariant": self.batch_invariant,
-            "length_buckets": self.length_buckets,
+            "length_buckets": "auto" if self.length_buckets is None else self.length_buckets,
             "inline_lone_requests": self.inline_lone_requests,
             "request_timeout_ms": self.request_timeout_ms,
             "payload_limit": self.payload_limit,
@@ -209,10 +220,10 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "length_buckets",
-        boolean,
+        boolean_or_auto,
         "pad each text to a width set by its own length, runs of one width: OpenVINO int8 keeps its fused attention "
-        "and stays batch-invariant (faster for one text, more runs under mixed traffic)",
-        "BOOL",
+        "and stays batch-invariant (auto: on for OpenVINO int8; false there: attention unfused, invariant too)",
+        "BOOL|auto",
     ),
     Option(
         "cuda_graphs",

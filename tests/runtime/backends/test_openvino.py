@@ -74,10 +74,11 @@ def test_a_text_alone_and_in_a_batch_of_32(minilm_ov_bundle, precision):
 def test_static_int8_vectors_do_not_depend_on_how_wide_the_batch_is_padded(minilm_ov_bundle):
     """640 texts (Chinese and English), each alone and among 31 random batch-mates padded to the longest.
 
-    Without ``SNIPPETS_MODE=DISABLE`` (see the OpenVINO backend) a few texts in a thousand land below
-    0.99999: the fused attention kernel's last bit depends on the padded width.
+    Attention unfused (``buckets=False``: ``SNIPPETS_MODE=DISABLE``, see the OpenVINO backend); fused over
+    batch-wide padding a few texts in a thousand land below 0.99999: the fused kernel's last bit depends on the
+    padded width. (The default, length buckets, is tested in tests/runtime/test_buckets.py.)
     """
-    encoder = Encoder.load(minilm_ov_bundle, precision="int8", engine="openvino")
+    encoder = Encoder.load(minilm_ov_bundle, precision="int8", engine="openvino", buckets=False)
     texts = builtin_calibration()
     encodings = encoder.tokenize(texts)
     alone = np.stack([encoder.encode(text) for text in texts])
@@ -94,7 +95,7 @@ def test_static_int8_vectors_do_not_depend_on_how_wide_the_batch_is_padded(minil
 
 def test_batch_invariance_can_be_traded_for_openvinos_fused_attention(minilm_ov_bundle):
     """``batch_invariant=False``: OpenVINO's fused attention for int8 (faster for one text); fp32 keeps it always."""
-    exact = Encoder.load(minilm_ov_bundle, precision="int8", engine="openvino")
+    exact = Encoder.load(minilm_ov_bundle, precision="int8", engine="openvino", buckets=False)
     fused = Encoder.load(minilm_ov_bundle, precision="int8", engine="openvino", batch_invariant=False)
     assert exact.backend.settings.compile_config()["SNIPPETS_MODE"] == "DISABLE"
     assert "SNIPPETS_MODE" not in fused.backend.settings.compile_config()

@@ -10,16 +10,16 @@
   happens with it blocked (:func:`import_openvino`).
 - Threads follow the ONNX Runtime path: one stream, ``threads`` inference threads, latency mode.
 - Batch invariance (static int8): OpenVINO fuses attention into one JIT kernel (a "snippets" subgraph)
-  whose softmax sums a row's keys with 16-wide vectors and the last ``width % 16`` keys one by one, so the
-  order of the additions, and the last bit, depends on the padded width of the batch. Static int8
+  whose order of additions, and so the last bit, depends on the padded width of the batch. Static int8
   requantizes right after attention and turns that bit, for a few texts in a thousand, into a whole int8
   step: all-MiniLM-L6-v2 alone vs in batches of 32, 10 of 1,024 Chinese and 10 of 1,024 English STS texts
-  below cosine 0.99999 (worst 0.99968). With that fusion off (``SNIPPETS_MODE=DISABLE``) attention runs
-  as separate MatMul/Softmax nodes whose rows do not depend on padding, so a text's vector is
-  bit-identical alone and in a batch; it costs some batch-1 latency. This model has no other snippets
-  (its shapes are dynamic), so the setting changes attention only. Keeping the kernel fused and giving it
-  15 masked keys more (every real key then in the vector part) is bit-identical too, but was not faster
-  (``benchmarks/ov_overhead.py``, its row "fused + 15 masked keys"; docs/openvino.md, Batch invariance).
+  below cosine 0.99999 (worst 0.99968). At one width the kernel's rows do not depend on the batch size, so
+  the encoder's default pads each text to a width set by its own length (length buckets, in
+  :mod:`embedrt.runtime.batching`) and keeps the kernel. With ``buckets=False`` the fusion is off instead
+  (``SNIPPETS_MODE=DISABLE``, :attr:`OpenVinoSettings.batch_invariant`): attention runs as separate
+  MatMul/Softmax nodes whose rows do not depend on padding, bit-identical too, slower for one text. This
+  model has no other snippets (its shapes are dynamic), so the setting changes attention only
+  (docs/openvino.md, Batch invariance).
 """
 
 from __future__ import annotations
