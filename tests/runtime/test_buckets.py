@@ -66,9 +66,9 @@ def test_pad_batch_to_a_given_width(minilm_ov_bundle):
 
 @pytest.fixture(scope="module")
 def bucketed(minilm_ov_bundle) -> Encoder:
-    """OpenVINO int8 with buckets, on real weights: fused attention, as OpenVINO's defaults run it."""
-    encoder = Encoder.load(minilm_ov_bundle, precision="int8", engine="openvino", buckets=True, streams=1)
-    assert "SNIPPETS_MODE" not in encoder.backend.settings.compile_config()
+    """OpenVINO int8 as ``Encoder.load`` runs it by default, on real weights: length buckets, fused attention."""
+    encoder = Encoder.load(minilm_ov_bundle, precision="int8", engine="openvino", streams=1)
+    assert encoder.buckets is not None and "SNIPPETS_MODE" not in encoder.backend.settings.compile_config()
     return encoder
 
 
