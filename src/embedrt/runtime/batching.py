@@ -33,9 +33,10 @@ class LengthBuckets:
 
     def width(self, length: int) -> int:
         """The padded width of a text of ``length`` tokens."""
-        ladder = (1 << (max(1, length) - 1).bit_length()) // (2 * self.steps)  # (2^(k-1), 2^k] in steps
+        length = max(1, length)
+        ladder = (1 << (length - 1).bit_length()) // (2 * self.steps)  # (2^(k-1), 2^k] in steps
         step = max(self.min_step, ladder, 1)
-        return max(length, min(-(-max(1, length) // step) * step, self.max_length))
+        return max(length, min(-(-length // step) * step, self.max_length))
 
     def widths(self) -> list[int]:
         """Every width a text of 1 to ``max_length`` tokens can be padded to (for warm-up), shortest first."""
