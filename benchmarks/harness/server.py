@@ -106,6 +106,7 @@ class Server:
 
     ``src``: run the embedrt under this folder (``PYTHONPATH``) instead of the installed one. ``log``: the
     server's output, appended (default: discarded). ``env``: changes to the environment (None removes).
+    ``entry``: the command that takes ``serve BUNDLE --port N ...`` (default: ``python -m embedrt.cli``).
     """
 
     def __init__(
@@ -115,6 +116,7 @@ class Server:
         log: Path | None = None,
         src: Path | None = None,
         env: dict[str, str | None] | None = None,
+        entry: list[str] | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -125,7 +127,8 @@ class Server:
                 environ.pop(name, None)
             else:
                 environ[name] = value
-        command = [sys.executable, "-m", "embedrt.cli", "serve", str(bundle), "--port", str(self.port), *(flags or [])]
+        entry = entry or [sys.executable, "-m", "embedrt.cli"]
+        command = [*entry, "serve", str(bundle), "--port", str(self.port), *(flags or [])]
         out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - the child holds it; closed below
         self.proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=environ)
         if log:
