@@ -1,6 +1,7 @@
 """Where a lone request's time goes inside `embedrt serve`: stage by stage, against the engine alone.
 
     python benchmarks/server_stages.py [--requests 400]   # ~1 minute; results/server_stages.{md,json}
+    python benchmarks/server_stages.py --quick            # smoke run: 20 requests a route
 
 The server is this checkout's `embedrt serve` with its defaults (result cache off) on the DMetaSoul stand-in,
 started through this script (``python benchmarks/server_stages.py serve BUNDLE ...``, readings to the file
@@ -194,7 +195,9 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=None, help="artefact cache (shared with compare_cpu.py)")
     parser.add_argument("--requests", type=int, default=400, help="counted requests a route")
     parser.add_argument("--out", type=Path, default=report.RESULTS)
+    report.add_quick(parser)
     args = parser.parse_args()
+    report.quick(args, requests=20)
     bundle = artifacts.Standin(artifacts.work_dir("dmetasoul", args.work)).ensure_bundle()
     load_at_start = os.getloadavg()[0]
     say("engine alone, then the instrumented server, route by route")

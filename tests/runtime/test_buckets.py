@@ -171,6 +171,16 @@ def test_serve_has_a_length_buckets_switch_that_defaults_to_auto():
         resolve_settings({"bundle": "b", "length_buckets": "maybe"})
 
 
+def test_the_servers_info_says_whether_a_model_runs_in_length_buckets(bucketed, tiny_ov_bundle):
+    from embedrt.server.app import EmbeddingServer
+    from embedrt.server.settings import ServerSettings
+
+    for encoder, expected in ((bucketed, True), (Encoder.load(tiny_ov_bundle, engine="onnxruntime"), False)):
+        server = EmbeddingServer(encoder, ServerSettings(bundle="b"))
+        card = server.card(server.models[0])
+        assert card["length_buckets"] is expected and card["limits"]["length_buckets"] == "auto"
+
+
 def test_buckets_are_the_default_for_openvino_int8_only(minilm_ov_bundle, tiny_ov_bundle):
     """``buckets=None``: OpenVINO int8 gets them with its fused attention; ``False`` unfuses instead; other
     engines and precisions, and ``batch_invariant=False``, pad to the batch as before."""

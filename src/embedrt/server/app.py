@@ -543,6 +543,7 @@ class EmbeddingServer:
             "backend": encoder.backend.name,
             "variant": encoder.variant,
             "threads": getattr(getattr(encoder.backend, "settings", None), "threads", None),
+            "length_buckets": encoder.buckets is not None,  # padded to a width set by each text's own length
             "dim": encoder.dim,
             "max_input_length": encoder.max_seq_length,
             "max_client_batch_size": self.settings.max_client_batch_size,
